@@ -1,0 +1,241 @@
+"""Prometheus collector: reads every pack when scraped, builds fresh metric families.
+
+* Packs on different ports are read concurrently, packs on one port one after another.
+* A scrape never takes longer than ``scrape_timeout``: packs that run out of budget are
+  reported down with reason ``timeout``.
+* Concurrent scrapes share one read (single flight), and a result younger than
+  ``min_interval`` is reused, so two Prometheus servers do not double the bus traffic.
+* Nothing polls in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from . import __version__
+from .errors import READ_ERROR_REASONS, ReadTimeout, reason_of
+from .metrics import (
+    ALL_SPECS,
+    BUILD_INFO,
+    LAST_SUCCESS,
+    READ_ERRORS,
+    SCRAPE_DURATION,
+    UP,
+    MetricSpec,
+    reading_samples,
+)
+from .pack import Pack
+from .reading import Reading
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_INTERVAL = 1.0
+DEFAULT_SCRAPE_TIMEOUT = 8.0
+#: How long past the deadline we wait for a port worker before giving up on it.
+_DEADLINE_GRACE = 0.25
+#: Repeated failures of one pack are logged at most this often.
+_LOG_REPEAT_INTERVAL = 300.0
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """The outcome of one pack in one poll."""
+
+    name: str
+    port: str
+    reading: Optional[Reading]
+    duration_seconds: float
+    error: str = ""
+    reason: str = ""
+    frame: bytes = b""
+
+    @property
+    def up(self) -> bool:
+        return self.reading is not None
+
+
+@dataclass
+class PackStatus:
+    """What outlives a poll: counters and the last good read of a pack."""
+
+    errors: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(READ_ERROR_REASONS, 0))
+    last_success_time: Optional[float] = None
+    last_reading: Optional[Reading] = None
+    consecutive_failures: int = 0
+    last_logged: float = float("-inf")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    started: float
+    finished: float
+    results: Tuple[PackResult, ...]
+
+
+class Poller:
+    """Reads all packs, at most once per ``min_interval``, sharing reads between scrapes."""
+
+    def __init__(
+        self,
+        packs: Sequence[Pack],
+        min_interval: float = DEFAULT_MIN_INTERVAL,
+        scrape_timeout: float = DEFAULT_SCRAPE_TIMEOUT,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        names = [pack.name for pack in packs]
+        if len(set(names)) != len(names):
+            raise ValueError("pack names must be unique, got %s" % names)
+        self.packs = list(packs)
+        self.min_interval = min_interval
+        self.scrape_timeout = scrape_timeout
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._snapshot: Optional[Snapshot] = None
+        self.status: Dict[str, PackStatus] = {pack.name: PackStatus() for pack in self.packs}
+        # one group (and worker) per port: the port's packs are read in order
+        self._groups: Dict[int, List[Pack]] = {}
+        for pack in self.packs:
+            self._groups.setdefault(id(pack.transport), []).append(pack)
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, len(self._groups)), thread_name_prefix="jkbms-port"
+        )
+
+    @property
+    def snapshot(self) -> Optional[Snapshot]:
+        return self._snapshot
+
+    def poll(self) -> Snapshot:
+        arrived = time.monotonic()
+        with self._lock:
+            current = self._snapshot
+            if current is not None and (
+                current.finished >= arrived or arrived - current.finished < self.min_interval
+            ):
+                return current
+            started = time.monotonic()
+            results = self._read_all(started + self.scrape_timeout)
+            self._snapshot = Snapshot(started, time.monotonic(), tuple(results))
+            return self._snapshot
+
+    def _read_all(self, deadline: float) -> List[PackResult]:
+        futures = {
+            key: self._executor.submit(self._read_group, group, deadline)
+            for key, group in self._groups.items()
+        }
+        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE)
+        by_name: Dict[str, PackResult] = {}
+        for key, future in futures.items():
+            if future.done():
+                for result in future.result():
+                    by_name[result.name] = result
+            else:  # the port is stuck beyond its deadline: report its packs, do not wait
+                for pack in self._groups[key]:
+                    by_name[pack.name] = PackResult(
+                        pack.name, pack.port, None, self.scrape_timeout,
+                        "scrape timeout reached before the read finished", "timeout",
+                    )
+        results = [by_name[pack.name] for pack in self.packs]
+        for result in results:
+            self._record(result)
+        return results
+
+    def _read_group(self, group: Sequence[Pack], deadline: float) -> List[PackResult]:
+        return [self._read_one(pack, deadline) for pack in group]
+
+    @staticmethod
+    def _read_one(pack: Pack, deadline: float) -> PackResult:
+        started = time.monotonic()
+        try:
+            if started >= deadline:
+                raise ReadTimeout("scrape timeout reached before this pack's turn")
+            reading, frame = pack.read(deadline)
+        except Exception as error:  # every failure is reported per pack, never raised
+            if not hasattr(error, "reason"):
+                log.debug("unexpected error reading %s", pack.name, exc_info=True)
+            return PackResult(
+                pack.name, pack.port, None, time.monotonic() - started,
+                str(error) or type(error).__name__, reason_of(error),
+            )
+        return PackResult(pack.name, pack.port, reading, time.monotonic() - started, frame=frame)
+
+    def _record(self, result: PackResult) -> None:
+        status = self.status[result.name]
+        now = time.monotonic()
+        if result.up:
+            if status.consecutive_failures:
+                log.info(
+                    "pack %s: reading again after %d failed read(s)",
+                    result.name, status.consecutive_failures,
+                )
+            status.consecutive_failures = 0
+            status.last_success_time = self._wall_clock()
+            status.last_reading = result.reading
+            return
+        status.errors[result.reason] += 1
+        status.consecutive_failures += 1
+        if status.consecutive_failures == 1 or now - status.last_logged >= _LOG_REPEAT_INTERVAL:
+            status.last_logged = now
+            suffix = "" if status.consecutive_failures == 1 else (
+                " (%d failures in a row; repeats are logged every %d s)"
+                % (status.consecutive_failures, _LOG_REPEAT_INTERVAL)
+            )
+            log.warning("pack %s: read failed (%s): %s%s", result.name, result.reason,
+                        result.error, suffix)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+        for pack in self.packs:
+            pack.close()
+
+
+def _family(spec: MetricSpec, extra_labels: Tuple[str, ...] = ("pack",)) -> Metric:
+    labels = list(extra_labels + spec.labels)
+    if spec.kind == "counter":
+        return CounterMetricFamily(spec.full_name[: -len("_total")], spec.help, labels=labels)
+    return GaugeMetricFamily(spec.full_name, spec.help, labels=labels)
+
+
+class JkbmsCollector:
+    """A custom collector for a private :class:`prometheus_client.CollectorRegistry`."""
+
+    def __init__(self, poller: Poller) -> None:
+        self.poller = poller
+
+    def describe(self) -> Iterable[Metric]:
+        # Families without samples: registering the collector never touches a port.
+        for spec in ALL_SPECS:
+            yield _family(spec, () if spec is BUILD_INFO else ("pack",))
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.poller.poll()
+        families: Dict[str, Metric] = {}
+
+        def add(spec: MetricSpec, labels: Tuple[str, ...], value: float) -> None:
+            family = families.get(spec.name)
+            if family is None:
+                family = families[spec.name] = _family(spec)
+            family.add_metric(list(labels), float(value))
+
+        for result in snapshot.results:
+            status = self.poller.status[result.name]
+            add(UP, (result.name,), 1 if result.up else 0)
+            add(SCRAPE_DURATION, (result.name,), result.duration_seconds)
+            if status.last_success_time is not None:
+                add(LAST_SUCCESS, (result.name,), status.last_success_time)
+            for reason in READ_ERROR_REASONS:
+                add(READ_ERRORS, (result.name, reason), status.errors[reason])
+            if result.reading is not None:
+                for spec, labels, value in reading_samples(result.reading, result.port):
+                    add(spec, (result.name,) + labels, value)
+        yield from families.values()
+        build = GaugeMetricFamily(BUILD_INFO.full_name, BUILD_INFO.help, labels=list(BUILD_INFO.labels))
+        build.add_metric([__version__, platform.python_version()], 1)
+        yield build

@@ -1,0 +1,194 @@
+"""The exporter's public interface: metric names, help texts, labels — and how a
+:class:`~jkbms_exporter.reading.Reading` maps onto them.
+
+The same table drives the Prometheus exposition (``collector``) and the ``--json``
+output of the CLI (``report``), so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Mapping, Tuple
+
+from .reading import SETTING_UNITS, Reading, cell_label
+
+PREFIX = "jkbms_"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    #: Name without the ``jkbms_`` prefix; counters include ``_total``.
+    name: str
+    kind: str  # "gauge" or "counter"
+    help: str
+    labels: Tuple[str, ...] = ()
+
+    @property
+    def full_name(self) -> str:
+        return PREFIX + self.name
+
+
+def _g(name: str, help: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, "gauge", help, labels)
+
+
+def _c(name: str, help: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, "counter", help, labels)
+
+
+DEVICE_INFO_LABELS = (
+    "port",
+    "protocol",
+    "protocol_version",
+    "model",
+    "hardware_version",
+    "software_version",
+    "device_id",
+    "manufacture_date",
+    "battery_type",
+)
+
+# --- exporter/health metrics (present for every pack, whether the read worked or not)
+UP = _g("up", "1 if this scrape's read of the pack succeeded, else 0.")
+SCRAPE_DURATION = _g("scrape_duration_seconds", "Time spent reading this pack during the scrape.")
+LAST_SUCCESS = _g(
+    "last_success_timestamp_seconds", "Unix time of the last successful read of this pack."
+)
+READ_ERRORS = _c(
+    "read_errors_total",
+    "Failed reads of this pack by reason (timeout, checksum, malformed, io).",
+    "reason",
+)
+BUILD_INFO = _g("exporter_build_info", "Version of jkbms-exporter and of Python; always 1.",
+                "version", "python_version")
+
+# --- what a reading carries
+CELLS = _g("cells", "Number of cells in series reported by the BMS.")
+CELL_VOLTAGE = _g("cell_voltage_volts", "Voltage of each cell.", "cell")
+PACK_VOLTAGE = _g("pack_voltage_volts", "Total pack voltage.")
+CURRENT = _g("current_amperes", "Pack current; positive while charging, negative while discharging.")
+SOC = _g("state_of_charge_ratio", "State of charge as reported by the BMS (0-1).")
+TEMPERATURE = _g(
+    "temperature_celsius",
+    "Temperatures: mosfet (power tube) and battery sensors battery1, battery2, ...",
+    "sensor",
+)
+CYCLES = _c("charge_cycles_total", "Charge cycles counted by the BMS.")
+CYCLE_CAPACITY = _c(
+    "cycle_capacity_coulombs_total", "Total charge throughput counted by the BMS (Ah x 3600)."
+)
+RUNTIME = _c("runtime_seconds_total", "BMS working time since its factory reset.")
+NOMINAL_CAPACITY = _g("nominal_capacity_coulombs", "Configured nominal capacity (Ah x 3600).")
+ACTUAL_CAPACITY = _g(
+    "actual_capacity_coulombs", "Actual capacity measured by the BMS (Ah x 3600; 0 if not measured)."
+)
+MOSFET_ON = _g("mosfet_on", "1 if the charge / discharge MOSFET is switched on now.", "mosfet")
+BALANCING = _g("balancing", "1 while the balancer is balancing.")
+SWITCH_ENABLED = _g(
+    "switch_enabled",
+    "1 if the switch is enabled in the BMS settings (charge, discharge, balancer, ...).",
+    "switch",
+)
+ALARM = _g("alarm", "1 while the named BMS alarm bit is set.", "alarm")
+ALARM_BITMASK = _g("alarm_bitmask", "Raw alarm/warning bit field as sent by the BMS.")
+STATUS_BITMASK = _g("status_bitmask", "Raw status bit field as sent by the BMS.")
+SETTINGS = {
+    unit: _g("setting_%s" % unit, "BMS protection settings measured in %s." % unit, "setting")
+    for unit in SETTING_UNITS
+}
+DEVICE_INFO = _g("device_info", "Identification of the BMS; always 1.", *DEVICE_INFO_LABELS)
+
+HEALTH_SPECS = (UP, SCRAPE_DURATION, LAST_SUCCESS, READ_ERRORS)
+READING_SPECS = (
+    CELLS,
+    CELL_VOLTAGE,
+    PACK_VOLTAGE,
+    CURRENT,
+    SOC,
+    TEMPERATURE,
+    CYCLES,
+    CYCLE_CAPACITY,
+    RUNTIME,
+    NOMINAL_CAPACITY,
+    ACTUAL_CAPACITY,
+    MOSFET_ON,
+    BALANCING,
+    SWITCH_ENABLED,
+    ALARM,
+    ALARM_BITMASK,
+    STATUS_BITMASK,
+    *SETTINGS.values(),
+    DEVICE_INFO,
+)
+ALL_SPECS = HEALTH_SPECS + READING_SPECS + (BUILD_INFO,)
+
+Sample = Tuple[MetricSpec, Tuple[str, ...], float]
+
+
+def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
+    """Every sample a reading yields, labels in :attr:`MetricSpec.labels` order."""
+    yield CELLS, (), reading.cells
+    for index, volts in enumerate(reading.cell_voltages_volts, start=1):
+        yield CELL_VOLTAGE, (cell_label(index),), volts
+    yield PACK_VOLTAGE, (), reading.pack_voltage_volts
+    yield CURRENT, (), reading.current_amperes
+    yield SOC, (), reading.state_of_charge_ratio
+    for sensor, celsius in reading.temperatures_celsius.items():
+        yield TEMPERATURE, (sensor,), celsius
+    yield CYCLES, (), reading.charge_cycles
+    yield CYCLE_CAPACITY, (), reading.cycle_capacity_coulombs
+    for spec, value in (
+        (RUNTIME, reading.runtime_seconds),
+        (NOMINAL_CAPACITY, reading.nominal_capacity_coulombs),
+        (ACTUAL_CAPACITY, reading.actual_capacity_coulombs),
+    ):
+        if value is not None:
+            yield spec, (), value
+    yield MOSFET_ON, ("charge",), reading.charge_mosfet_on
+    yield MOSFET_ON, ("discharge",), reading.discharge_mosfet_on
+    yield BALANCING, (), reading.balancing
+    for switch, enabled in reading.switches_enabled.items():
+        yield SWITCH_ENABLED, (switch,), enabled
+    for alarm, active in reading.alarms.items():
+        yield ALARM, (alarm,), active
+    yield ALARM_BITMASK, (), reading.alarm_bitmask
+    yield STATUS_BITMASK, (), reading.status_bitmask
+    for setting in reading.settings:
+        yield SETTINGS[setting.unit], (setting.name,), setting.value
+    device = reading.device
+    yield DEVICE_INFO, (
+        port,
+        device.protocol,
+        device.protocol_version,
+        device.model,
+        device.hardware_version,
+        device.software_version,
+        device.device_id,
+        device.manufacture_date,
+        device.battery_type,
+    ), 1
+
+
+def reading_to_json(reading: Reading, port: str = "") -> Mapping[str, object]:
+    """The ``--json`` form: metric names without ``jkbms_``, the same units.
+
+    Unlabelled values are plain numbers, ``cell_voltage_volts`` is a list (index 0 =
+    cell 1), ``device_info`` an object of its labels, anything else an object keyed by
+    its label value.
+    """
+    out: dict = {}
+    for spec, labels, value in reading_samples(reading, port):
+        number = value if isinstance(value, float) else int(value)
+        if spec is DEVICE_INFO:
+            out[spec.name] = dict(zip(spec.labels, labels))
+        elif spec is CELL_VOLTAGE:
+            out.setdefault(spec.name, []).append(number)
+        elif spec.labels:
+            out.setdefault(spec.name, {})[labels[0]] = number
+        else:
+            out[spec.name] = number
+    return out
+
+
+def active_alarm_names(reading: Reading) -> List[str]:
+    return list(reading.active_alarms())

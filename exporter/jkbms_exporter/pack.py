@@ -1,0 +1,78 @@
+"""A configured pack: a name, the port it hangs on and the protocol it speaks.
+
+This is the glue between a codec and a transport: build the request with the codec, let
+the transport return one whole frame, decode it with the codec. It counts nothing and
+logs nothing; the collector does that.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from . import jk_serial
+from .errors import FrameError, ReadTimeout, TransportError
+from .reading import Reading
+from .transport import SerialTransport
+
+DEFAULT_READ_TIMEOUT = 1.0
+
+
+class JkSerialProtocol:
+    """The "4E 57" read-all exchange (one request, one reply with every register)."""
+
+    name = jk_serial.PROTOCOL_NAME
+
+    def __init__(self, verify_checksum: bool = True, retries: int = 1) -> None:
+        self.verify_checksum = verify_checksum
+        #: Extra attempts after a garbled reply (checksum/framing); never after a timeout.
+        self.retries = retries
+        self._request = jk_serial.read_all_request()
+
+    def read(self, transport: SerialTransport, deadline: float) -> Tuple[Reading, bytes]:
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadTimeout("scrape time budget used up before the read")
+            frame = transport.exchange(self._request, jk_serial.locate_frame, remaining)
+            try:
+                return jk_serial.decode_reply(frame, self.verify_checksum), frame
+            except FrameError:
+                attempt += 1
+                if attempt > self.retries or deadline - time.monotonic() <= 0:
+                    raise
+
+
+@dataclass
+class Pack:
+    name: str
+    transport: SerialTransport
+    protocol: JkSerialProtocol
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+    @property
+    def port(self) -> str:
+        return self.transport.url
+
+    def read(self, deadline: Optional[float] = None) -> Tuple[Reading, bytes]:
+        """One reading, or :class:`~jkbms_exporter.errors.JkbmsError` saying why not.
+
+        ``deadline`` (``time.monotonic()`` based) caps the read below ``read_timeout``.
+        The caller must not hold the transport's lock.
+        """
+        own_deadline = time.monotonic() + self.read_timeout
+        deadline = own_deadline if deadline is None else min(deadline, own_deadline)
+        if not self.transport.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ReadTimeout("port %s stayed busy past the deadline" % self.port)
+        try:
+            return self.protocol.read(self.transport, deadline)
+        finally:
+            self.transport.lock.release()
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+__all__ = ["Pack", "JkSerialProtocol", "TransportError"]

@@ -1,0 +1,109 @@
+"""Protocol-independent, typed readings of one BMS.
+
+Every protocol codec (4E57 serial, and later JK02 frames and JK-PB Modbus) produces a
+:class:`Reading`; the collector, the CLI tables and the JSON output consume nothing else.
+Values are in base units (volts, amperes, degrees Celsius, seconds, coulombs, ratios).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+COULOMBS_PER_AMPERE_HOUR = 3600.0
+
+#: Setting units a protocol may use; each becomes a ``jkbms_setting_<unit>`` metric.
+SETTING_UNITS = ("volts", "amperes", "celsius", "seconds", "ratio")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One protection/configuration setting of the BMS, in base units."""
+
+    name: str
+    unit: str
+    value: float
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Identification strings of a BMS (never contains the parameter password)."""
+
+    protocol: str
+    protocol_version: str = ""
+    model: str = ""
+    hardware_version: str = ""
+    software_version: str = ""
+    device_id: str = ""
+    manufacture_date: str = ""
+    battery_type: str = ""
+    serial_number: str = ""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Everything one read of a BMS told us.
+
+    ``None`` means "this BMS/firmware does not report it" (the metric is then omitted),
+    never "zero".
+    """
+
+    cell_voltages_volts: Tuple[float, ...]
+    pack_voltage_volts: float
+    #: Positive while charging, negative while discharging.
+    current_amperes: float
+    state_of_charge_ratio: float
+    #: Sensor name (``mosfet``, ``battery1`` …) → °C, in the BMS's own order.
+    temperatures_celsius: Mapping[str, float]
+    charge_cycles: int
+    cycle_capacity_coulombs: float
+    runtime_seconds: Optional[float]
+    nominal_capacity_coulombs: Optional[float]
+    actual_capacity_coulombs: Optional[float]
+    charge_mosfet_on: bool
+    discharge_mosfet_on: bool
+    balancing: bool
+    #: Switch name (``charge``, ``discharge``, ``balancer`` …) → enabled in the settings.
+    switches_enabled: Mapping[str, bool]
+    alarm_bitmask: int
+    #: Alarm name → active, for every alarm bit the protocol names (always all present).
+    alarms: Mapping[str, bool]
+    status_bitmask: int
+    settings: Tuple[Setting, ...]
+    device: DeviceInfo
+    #: Protocol details useful for troubleshooting but not exported as metrics.
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def cells(self) -> int:
+        return len(self.cell_voltages_volts)
+
+    @property
+    def power_watts(self) -> float:
+        return self.pack_voltage_volts * self.current_amperes
+
+    @property
+    def cell_voltage_min_volts(self) -> float:
+        return min(self.cell_voltages_volts) if self.cell_voltages_volts else 0.0
+
+    @property
+    def cell_voltage_max_volts(self) -> float:
+        return max(self.cell_voltages_volts) if self.cell_voltages_volts else 0.0
+
+    @property
+    def cell_voltage_spread_volts(self) -> float:
+        return self.cell_voltage_max_volts - self.cell_voltage_min_volts
+
+    def active_alarms(self) -> Tuple[str, ...]:
+        return tuple(name for name, active in self.alarms.items() if active)
+
+    def setting(self, name: str) -> Optional[Setting]:
+        for item in self.settings:
+            if item.name == name:
+                return item
+        return None
+
+
+def cell_label(index: int) -> str:
+    """Label value for 1-based cell ``index``: zero-padded so cells sort in Grafana."""
+    return "%02d" % index

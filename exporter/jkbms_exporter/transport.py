@@ -1,0 +1,176 @@
+"""Serial transport over pyserial: one port, one lock, request → whole reply frame.
+
+It knows nothing of any BMS protocol. The caller passes the request bytes and a *framer*:
+a pure function ``framer(buffer) -> (start, size)`` that says where a frame begins in the
+bytes received so far and, once known, how long it is (``size`` ``None`` = not known yet).
+The transport drops junk before ``start`` and returns as soon as ``size`` bytes are in —
+there are no fixed sleeps.
+
+URLs are anything :func:`serial.serial_for_url` accepts: ``/dev/ttyUSB0``,
+``/dev/serial/by-id/…``, ``socket://host:port``, ``rfc2217://host:port``, ``spy://…``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, List, Optional, Tuple
+
+import serial
+
+from .errors import ReadTimeout, TransportError
+
+log = logging.getLogger(__name__)
+
+Framer = Callable[[bytes], Tuple[int, Optional[int]]]
+
+DEFAULT_BAUDRATE = 115200
+#: The JK vendor doc asks for at least 100 ms between packets on one port.
+DEFAULT_MIN_GAP = 0.1
+#: Longest a single blocking read may wait. Reads still return the moment the bytes asked
+#: for have arrived; the slice only bounds how far a deadline can be overshot, and avoids
+#: reconfiguring the port (costly on rfc2217://) for every read.
+READ_SLICE = 0.05
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 5.0
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    if "Permission denied" in text or getattr(error, "errno", None) == 13:
+        text += " (is the user in the 'dialout' group?)"
+    return text
+
+
+class SerialTransport:
+    """One physical port (or TCP gateway). All packs on it share this object and its lock."""
+
+    def __init__(
+        self,
+        url: str,
+        baudrate: int = DEFAULT_BAUDRATE,
+        min_gap: float = DEFAULT_MIN_GAP,
+        exclusive: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.min_gap = min_gap
+        self.exclusive = exclusive
+        self.lock = threading.Lock()
+        self._clock = clock
+        self._port: Optional[serial.SerialBase] = None
+        self._last_activity = float("-inf")
+        self._backoff = 0.0
+        self._retry_at = float("-inf")
+        self._last_open_error = ""
+        #: Every request written to the device, in order (the read-only guarantee is
+        #: checked against this in the tests).
+        self.sent: List[bytes] = []
+        self.record_sent = False
+
+    # ----------------------------------------------------------------- connection
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def _open(self) -> serial.SerialBase:
+        now = self._clock()
+        if now < self._retry_at:
+            raise TransportError(
+                "%s unavailable (%s); next attempt in %.1f s"
+                % (self.url, self._last_open_error, self._retry_at - now)
+            )
+        try:
+            port = serial.serial_for_url(
+                self.url,
+                baudrate=self.baudrate,
+                bytesize=serial.EIGHTBITS,
+                parity=serial.PARITY_NONE,
+                stopbits=serial.STOPBITS_ONE,
+                timeout=READ_SLICE,
+                write_timeout=1.0,
+                exclusive=self.exclusive,
+                do_not_open=True,
+            )
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as error:
+            self._schedule_retry(_describe(error))
+            raise TransportError("cannot open %s: %s" % (self.url, _describe(error))) from error
+        log.debug("opened %s", self.url)
+        self._port = port
+        return port
+
+    def _schedule_retry(self, reason: str) -> None:
+        self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_INITIAL)
+        self._retry_at = self._clock() + self._backoff
+        self._last_open_error = reason
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # closing a vanished device may fail; it is gone either way
+                log.debug("error closing %s", self.url, exc_info=True)
+
+    def _fail(self, error: BaseException, what: str) -> TransportError:
+        self.close()
+        self._schedule_retry(_describe(error))
+        return TransportError("%s %s failed: %s" % (what, self.url, _describe(error)))
+
+    # ----------------------------------------------------------------- exchange
+
+    def exchange(self, request: bytes, framer: Framer, timeout: float) -> bytes:
+        """Send ``request`` and return the first complete frame of the reply.
+
+        Raises :class:`ReadTimeout` when no whole frame arrived within ``timeout`` seconds
+        of sending, :class:`TransportError` on any device or socket error (the port is
+        then closed and reopened on a later call, with capped backoff). Callers must hold
+        :attr:`lock`.
+        """
+        port = self._port or self._open()
+        gap = self._last_activity + self.min_gap - self._clock()
+        if gap > 0:
+            time.sleep(gap)
+        try:
+            port.reset_input_buffer()
+            if self.record_sent:
+                self.sent.append(bytes(request))
+            port.write(request)
+            port.flush()
+        except (serial.SerialException, OSError) as error:
+            raise self._fail(error, "writing to") from error
+        deadline = self._clock() + timeout
+        buffer = bytearray()
+        try:
+            while True:
+                start, size = framer(bytes(buffer))
+                if start:
+                    del buffer[:start]
+                if size is not None and len(buffer) >= size:
+                    self._on_success()
+                    return bytes(buffer[:size])
+                wanted = (size - len(buffer)) if size is not None else max(1, 4 - len(buffer))
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise ReadTimeout(
+                        "no complete reply from %s within %.2f s (%d bytes received)"
+                        % (self.url, timeout, len(buffer)),
+                        received=len(buffer),
+                    )
+                chunk = port.read(wanted)
+                if chunk:
+                    buffer += chunk
+        except (serial.SerialException, OSError) as error:
+            if isinstance(error, ReadTimeout):
+                self._last_activity = self._clock()
+                raise
+            raise self._fail(error, "reading from") from error
+
+    def _on_success(self) -> None:
+        self._last_activity = self._clock()
+        self._backoff = 0.0
+        self._retry_at = float("-inf")
