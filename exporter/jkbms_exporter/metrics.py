@@ -46,6 +46,7 @@ DEVICE_INFO_LABELS = (
     "device_id",
     "manufacture_date",
     "battery_type",
+    "serial_number",
 )
 
 # --- exporter/health metrics (present for every pack, whether the read worked or not)
@@ -96,6 +97,14 @@ SETTINGS = {
     unit: _g("setting_%s" % unit, "BMS protection settings measured in %s." % unit, "setting")
     for unit in SETTING_UNITS
 }
+CELL_RESISTANCE = _g(
+    "cell_resistance_ohms", "Connection resistance the BMS measures for each cell.", "cell"
+)
+BALANCE_CURRENT = _g(
+    "balance_current_amperes", "Balancer current; positive while charging a cell."
+)
+REMAINING_CAPACITY = _g("remaining_capacity_coulombs", "Remaining capacity (Ah x 3600).")
+STATE_OF_HEALTH = _g("state_of_health_ratio", "State of health reported by the BMS (0-1).")
 DEVICE_INFO = _g("device_info", "Identification of the BMS; always 1.", *DEVICE_INFO_LABELS)
 
 HEALTH_SPECS = (UP, SCRAPE_DURATION, LAST_SUCCESS, READ_ERRORS)
@@ -118,6 +127,10 @@ READING_SPECS = (
     ALARM_BITMASK,
     STATUS_BITMASK,
     *SETTINGS.values(),
+    CELL_RESISTANCE,
+    BALANCE_CURRENT,
+    REMAINING_CAPACITY,
+    STATE_OF_HEALTH,
     DEVICE_INFO,
 )
 ALL_SPECS = HEALTH_SPECS + READING_SPECS + (BUILD_INFO,)
@@ -155,6 +168,15 @@ def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
     yield STATUS_BITMASK, (), reading.status_bitmask
     for setting in reading.settings:
         yield SETTINGS[setting.unit], (setting.name,), setting.value
+    for index, ohms in enumerate(reading.cell_resistances_ohms or (), start=1):
+        yield CELL_RESISTANCE, (cell_label(index),), ohms
+    for spec, value in (
+        (BALANCE_CURRENT, reading.balance_current_amperes),
+        (REMAINING_CAPACITY, reading.remaining_capacity_coulombs),
+        (STATE_OF_HEALTH, reading.state_of_health_ratio),
+    ):
+        if value is not None:
+            yield spec, (), value
     device = reading.device
     yield DEVICE_INFO, (
         port,
@@ -166,6 +188,7 @@ def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
         device.device_id,
         device.manufacture_date,
         device.battery_type,
+        device.serial_number,
     ), 1
 
 
@@ -181,7 +204,7 @@ def reading_to_json(reading: Reading, port: str = "") -> Mapping[str, object]:
         number = value if isinstance(value, float) else int(value)
         if spec is DEVICE_INFO:
             out[spec.name] = dict(zip(spec.labels, labels))
-        elif spec is CELL_VOLTAGE:
+        elif spec in (CELL_VOLTAGE, CELL_RESISTANCE):
             out.setdefault(spec.name, []).append(number)
         elif spec.labels:
             out.setdefault(spec.name, {})[labels[0]] = number

@@ -73,6 +73,13 @@ class Reading:
     device: DeviceInfo
     #: Protocol details useful for troubleshooting but not exported as metrics.
     extra: Mapping[str, object] = field(default_factory=dict)
+    # --- quantities only some protocols report (JK02 frames, JK-PB); None elsewhere
+    #: Wire/connection resistance the BMS measures for each cell, same order as the voltages.
+    cell_resistances_ohms: Optional[Tuple[float, ...]] = None
+    #: Balancer current; positive while charging a cell, negative while discharging one.
+    balance_current_amperes: Optional[float] = None
+    remaining_capacity_coulombs: Optional[float] = None
+    state_of_health_ratio: Optional[float] = None
 
     @property
     def cells(self) -> int:

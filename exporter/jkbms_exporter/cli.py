@@ -1,0 +1,317 @@
+"""Command line: ``serve``, ``read``, ``decode``, ``simulate``.
+
+Flags follow the Prometheus exporter style (``--web.listen-address``, ``--log.level``).
+Every expected failure ends in one line on stderr and a non-zero exit status, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Callable, List, Optional, Sequence
+
+from prometheus_client import CollectorRegistry
+
+from . import __version__, jk_serial
+from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
+from .config import ConfigError, PackConfig, build_packs, parse_device_flag
+from .errors import JkbmsError
+from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server
+from .logs import FORMATS, LEVELS, setup_logging
+from .metrics import reading_to_json
+from .pack import DEFAULT_READ_TIMEOUT
+from .report import render_reading
+from .simulator import SCENARIOS, PtySimulator, SimulatedBms, TcpSimulator, scenario_help
+from .transport import DEFAULT_BAUDRATE
+
+log = logging.getLogger("jkbms_exporter")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+#: Name of the in-process simulated pack of ``serve --simulate``.
+SIMULATED_PACK = "sim"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        raise UsageError("%s: %s (see --help)" % (self.prog, message))
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("%r must be greater than 0" % text)
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _cells(text: str) -> int:
+    value = int(_positive(int)(text))
+    if value > 32:
+        raise argparse.ArgumentTypeError("%d cells: a JK BMS has 1 to 32" % value)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jkbms-exporter",
+        description="Prometheus exporter for JK (JiKong) battery management systems.",
+    )
+    parser.add_argument("--version", action="version", version="jkbms-exporter " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def logging_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info",
+                         help="log level (default: info)")
+        sub.add_argument("--log.format", dest="log_format", choices=FORMATS, default="logfmt",
+                         help="log line format (default: logfmt)")
+
+    def link_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE,
+                         help="baud rate of serial devices (default: %d)" % DEFAULT_BAUDRATE)
+        sub.add_argument("--read-timeout", type=_positive(float), default=DEFAULT_READ_TIMEOUT,
+                         help="seconds to wait for a complete reply (default: %g)"
+                         % DEFAULT_READ_TIMEOUT)
+
+    serve = commands.add_parser(
+        "serve", help="serve /metrics for one or more packs",
+        description="Read every configured pack when Prometheus scrapes and serve the metrics.",
+    )
+    serve.add_argument("--device", action="append", default=[], metavar="[NAME=]URL",
+                       help="a BMS to read: /dev/ttyUSB0, /dev/serial/by-id/…, socket://HOST:PORT, "
+                       "rfc2217://HOST:PORT, spy://…; repeat for more packs; NAME defaults to "
+                       "1, 2, … in order")
+    serve.add_argument("--simulate", action="store_true",
+                       help="also serve a built-in simulated BMS as pack '%s'" % SIMULATED_PACK)
+    serve.add_argument("--simulate.scenario", dest="simulate_scenario", default="normal",
+                       choices=sorted(SCENARIOS), metavar="NAME",
+                       help="scenario of the simulated BMS: " + scenario_help())
+    serve.add_argument("--simulate.cells", dest="simulate_cells", type=_cells, default=16,
+                       metavar="N", help="cells of the simulated BMS (default: 16)")
+    serve.add_argument("--web.listen-address", dest="listen_address",
+                       default=DEFAULT_LISTEN_ADDRESS,
+                       help="address to listen on (default: %s)" % DEFAULT_LISTEN_ADDRESS)
+    serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                       help="path under which to expose metrics (default: /metrics)")
+    serve.add_argument("--min-interval", type=float, default=DEFAULT_MIN_INTERVAL,
+                       help="reuse a reading younger than this many seconds (default: %g)"
+                       % DEFAULT_MIN_INTERVAL)
+    serve.add_argument("--scrape-timeout", type=_positive(float), default=DEFAULT_SCRAPE_TIMEOUT,
+                       help="a scrape never takes longer than this many seconds (default: %g)"
+                       % DEFAULT_SCRAPE_TIMEOUT)
+    link_flags(serve)
+    logging_flags(serve)
+
+    read = commands.add_parser(
+        "read", help="read a BMS once and print what it says",
+        description="Read a BMS once: the first thing to run to check the wiring.",
+    )
+    read.add_argument("url", metavar="URL", help="device path or URL, as for serve --device")
+    read.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    read.add_argument("--raw", action="store_true", help="also print the reply frame in hex")
+    link_flags(read)
+    logging_flags(read)
+
+    decode = commands.add_parser(
+        "decode", help="decode a captured reply frame",
+        description="Decode a captured 4E57 reply frame given in hex (spaces, colons and 0x "
+        "prefixes are ignored; junk before the 4E 57 start is skipped).",
+    )
+    decode.add_argument("hex", nargs="?", default="-", metavar="HEX",
+                        help="the frame in hex, or - (default) to read it from standard input")
+    decode.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    decode.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="decode even when the checksum does not match")
+    logging_flags(decode)
+
+    simulate = commands.add_parser(
+        "simulate", help="run a simulated BMS on a pseudo-terminal or TCP port",
+        description="Run a simulated JK BMS that answers the real wire protocol, for testing "
+        "this exporter or other tools.",
+    )
+    where = simulate.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true",
+                       help="serve on a pseudo-terminal and print its path (the default)")
+    where.add_argument("--listen", metavar="HOST:PORT",
+                       help="act as a transparent TCP serial gateway on HOST:PORT")
+    simulate.add_argument("--cells", type=_cells, default=16, help="number of cells (default: 16)")
+    simulate.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS),
+                          metavar="NAME", help=scenario_help())
+    simulate.add_argument("--latency", type=float, default=0.09,
+                          help="seconds before the simulated BMS answers (default: 0.09)")
+    simulate.add_argument("--no-pacing", dest="pacing", action="store_false",
+                          help="send replies at once instead of at 115200 Bd")
+    logging_flags(simulate)
+    return parser
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not args.telemetry_path.startswith("/") or args.telemetry_path == "/":
+        raise UsageError("--web.telemetry-path must start with / and not be / itself")
+    configs: List[PackConfig] = []
+    for position, text in enumerate(args.device, start=1):
+        config = parse_device_flag(text, position)
+        configs.append(PackConfig(config.name, config.url, args.baud, args.read_timeout))
+    simulator: Optional[PtySimulator] = None
+    if args.simulate:
+        bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
+        simulator = PtySimulator(bms).start()
+        configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
+                                  args.read_timeout))
+        log.info("simulated %dS BMS (scenario %s) on %s", args.simulate_cells,
+                 args.simulate_scenario, simulator.path)
+    if not configs:
+        raise UsageError("serve: give at least one --device, or --simulate")
+    packs = build_packs(configs)
+    poller = Poller(packs, min_interval=args.min_interval, scrape_timeout=args.scrape_timeout)
+    registry = CollectorRegistry()
+    registry.register(JkbmsCollector(poller))
+    app = ExporterApp(registry, poller, args.telemetry_path)
+    try:
+        server = make_http_server(app, args.listen_address)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        poller.close()
+        raise JkbmsError("cannot listen on %s: %s" % (args.listen_address,
+                                                       error.strerror or error)) from None
+    thread = threading.Thread(target=server.serve_forever, name="jkbms-http", daemon=True)
+    thread.start()
+    log.info("jkbms-exporter %s listening on %s, metrics at %s, packs: %s", __version__,
+             args.listen_address, args.telemetry_path,
+             ", ".join("%s=%s" % (pack.name, pack.port) for pack in packs))
+    try:
+        _wait_for_signal()
+    finally:
+        log.info("shutting down")
+        server.shutdown()
+        server.server_close()
+        poller.close()
+        if simulator is not None:
+            simulator.stop()
+    return EXIT_OK
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    config = PackConfig("1", args.url, args.baud, args.read_timeout)
+    (pack,) = build_packs([config])
+    try:
+        reading, frame = pack.read()
+    finally:
+        pack.close()
+    _print_reading(reading, args.json, port=args.url, frame=frame if args.raw else b"")
+    return EXIT_OK
+
+
+def parse_hex(text: str) -> bytes:
+    cleaned = text.replace("0x", "").replace("0X", "")
+    for separator in " \t\r\n:,-":
+        cleaned = cleaned.replace(separator, "")
+    if not cleaned:
+        raise UsageError("decode: no hex digits given")
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        raise UsageError("decode: not a hex string (odd length or a non-hex character)") from None
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.hex == "-" else args.hex
+    data = parse_hex(text)
+    start, size = jk_serial.locate_frame(data)
+    frame = data[start : start + size] if size is not None else data
+    reading = jk_serial.decode_reply(frame, verify_checksum=args.verify)
+    _print_reading(reading, args.json, frame=b"")
+    return EXIT_OK
+
+
+def _print_reading(reading: jk_serial.Reading, as_json: bool, port: str = "",
+                   frame: bytes = b"") -> None:
+    if as_json:
+        document = dict(reading_to_json(reading, port))
+        if frame:
+            document["frame_hex"] = frame.hex()
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(render_reading(reading, port, frame))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    bms = SimulatedBms(cells=args.cells, scenario=args.scenario)
+    options = dict(latency=args.latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None)
+    if args.listen:
+        from .http import parse_listen_address
+
+        try:
+            host, port = parse_listen_address(args.listen)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        try:
+            server: object = TcpSimulator(bms, host or "0.0.0.0", port, **options).start()
+        except OSError as error:
+            raise JkbmsError("cannot listen on %s: %s" % (args.listen,
+                                                           error.strerror or error)) from None
+        where = server.url  # type: ignore[attr-defined]
+    else:
+        server = PtySimulator(bms, **options).start()
+        where = server.path  # type: ignore[attr-defined]
+    print(where, flush=True)
+    log.info("simulated %dS BMS (scenario %s) answering on %s", args.cells, args.scenario, where)
+    try:
+        _wait_for_signal()
+    finally:
+        server.stop()  # type: ignore[attr-defined]
+    return EXIT_OK
+
+
+COMMANDS = {"serve": cmd_serve, "read": cmd_read, "decode": cmd_decode, "simulate": cmd_simulate}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return EXIT_USAGE
+        setup_logging(args.log_level, args.log_format)
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        print("jkbms-exporter: %s" % error, file=sys.stderr)
+        return EXIT_USAGE
+    except (JkbmsError, ConfigError) as error:
+        print("jkbms-exporter: %s" % error, file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `jkbms-exporter read … | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE

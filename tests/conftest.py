@@ -1,0 +1,110 @@
+"""Shared fixtures: the protocol vectors, free ports, a running exporter process, promtool."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+#: ../shared beside the checkout (CI puts it there); JKBMS_SHARED overrides.
+SHARED = Path(os.environ.get("JKBMS_SHARED", REPO.parent / "shared"))
+VECTORS = SHARED / "protocol" / "vectors"
+
+
+def load_vectors(name: str) -> dict:
+    path = VECTORS / name
+    if not path.is_file():
+        pytest.fail("protocol vectors not found at %s (set JKBMS_SHARED)" % path)
+    with path.open() as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="session")
+def vectors_4e57() -> dict:
+    return load_vectors("4e57.json")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_tool(name: str) -> str:
+    """A required external tool; tests/run.sh installs it, so its absence is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail("%s is not installed: run the suite with `bash tests/run.sh`" % name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return find_tool("promtool")
+
+
+def http_get(url: str, timeout: float = 10.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode("utf-8")
+
+
+class ExporterProcess:
+    """``python -m jkbms_exporter serve …`` on a free port, stopped at the end of the test."""
+
+    def __init__(self, args: List[str], port: Optional[int] = None) -> None:
+        self.port = port or free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jkbms_exporter", "serve",
+             "--web.listen-address", "127.0.0.1:%d" % self.port, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError("exporter exited: %s" % self.process.stderr.read())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError("exporter did not start listening")
+                time.sleep(0.05)
+
+    def metrics(self) -> str:
+        return http_get(self.url + "/metrics")
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.stderr.read() if self.process.stderr else ""
+
+
+@pytest.fixture
+def start_exporter() -> Iterator:
+    started: List[ExporterProcess] = []
+
+    def start(*args: str, port: Optional[int] = None) -> ExporterProcess:
+        process = ExporterProcess(list(args), port)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
