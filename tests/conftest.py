@@ -108,3 +108,51 @@ def start_exporter() -> Iterator:
     yield start
     for process in started:
         process.stop()
+
+
+# ----------------------------------------------------------------------------- read-only guarantee
+# Every simulator (in this process or in an exporter subprocess, which inherits the
+# environment) appends each request frame it receives to this file; at the end of the
+# session every one of them must be a read request.
+_REQUEST_LOG = Path(os.environ.setdefault(
+    "JKBMS_SIMULATOR_REQUEST_LOG",
+    str(Path(os.environ.get("TMPDIR", "/tmp")) / ("jkbms-requests-%d.log" % os.getpid())),
+))
+if _REQUEST_LOG.exists():
+    _REQUEST_LOG.unlink()
+
+
+def non_read_requests(lines: List[str]) -> List[str]:
+    """The logged frames that are not read requests of a protocol we speak."""
+    from jkbms_exporter import jk_serial
+    from jkbms_exporter.errors import FrameError
+
+    bad = []
+    for line in lines:
+        frame = bytes.fromhex(line)
+        try:
+            request = jk_serial.parse_request(frame)
+        except FrameError:
+            bad.append(line)
+            continue
+        if request.command not in jk_serial.READ_COMMANDS:
+            bad.append(line)
+    return bad
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    lines = _REQUEST_LOG.read_text().split() if _REQUEST_LOG.exists() else []
+    bad = non_read_requests(lines)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            "read-only guarantee: %d request frames reached simulators, %d were not reads"
+            % (len(lines), len(bad))
+        )
+    if bad:
+        if reporter is not None:
+            for line in bad[:10]:
+                reporter.write_line("  not a read request: " + line, red=True)
+        session.exitstatus = 1
+    if _REQUEST_LOG.exists():
+        _REQUEST_LOG.unlink()

@@ -27,7 +27,15 @@ from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import reading_to_json
 from .pack import DEFAULT_READ_TIMEOUT
 from .report import render_reading
-from .simulator import SCENARIOS, PtySimulator, SimulatedBms, TcpSimulator, scenario_help
+from .simulator import (
+    FAULTS,
+    SCENARIOS,
+    PtySimulator,
+    SimulatedBms,
+    TcpSimulator,
+    fault_help,
+    scenario_help,
+)
 from .transport import DEFAULT_BAUDRATE
 
 log = logging.getLogger("jkbms_exporter")
@@ -106,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scenario of the simulated BMS: " + scenario_help())
     serve.add_argument("--simulate.cells", dest="simulate_cells", type=_cells, default=16,
                        metavar="N", help="cells of the simulated BMS (default: 16)")
+    serve.add_argument("--simulate.fault", dest="simulate_fault", default="none",
+                       choices=list(FAULTS), metavar="FAULT",
+                       help="link fault of the simulated BMS: " + fault_help())
     serve.add_argument("--web.listen-address", dest="listen_address",
                        default=DEFAULT_LISTEN_ADDRESS,
                        help="address to listen on (default: %s)" % DEFAULT_LISTEN_ADDRESS)
@@ -155,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--cells", type=_cells, default=16, help="number of cells (default: 16)")
     simulate.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS),
                           metavar="NAME", help=scenario_help())
+    simulate.add_argument("--fault", default="none", choices=list(FAULTS), metavar="FAULT",
+                          help=fault_help())
+    simulate.add_argument("--link", metavar="PATH",
+                          help="with --pty: also make PATH a symlink to the terminal, like "
+                          "/dev/serial/by-id/…")
+    simulate.add_argument("--max-clients", type=int, metavar="N",
+                          help="with --listen: serve at most N TCP clients at once, like many "
+                          "gateways (default: no limit)")
     simulate.add_argument("--latency", type=float, default=0.09,
                           help="seconds before the simulated BMS answers (default: 0.09)")
     simulate.add_argument("--no-pacing", dest="pacing", action="store_false",
@@ -184,7 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     simulator: Optional[PtySimulator] = None
     if args.simulate:
         bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
-        simulator = PtySimulator(bms).start()
+        simulator = PtySimulator(bms, fault=args.simulate_fault).start()
         configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
                                   args.read_timeout))
         log.info("simulated %dS BMS (scenario %s) on %s", args.simulate_cells,
@@ -267,7 +286,8 @@ def _print_reading(reading: jk_serial.Reading, as_json: bool, port: str = "",
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     bms = SimulatedBms(cells=args.cells, scenario=args.scenario)
-    options = dict(latency=args.latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None)
+    options = dict(latency=args.latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None,
+                   fault=args.fault)
     if args.listen:
         from .http import parse_listen_address
 
@@ -276,13 +296,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise UsageError(str(error)) from None
         try:
-            server: object = TcpSimulator(bms, host or "0.0.0.0", port, **options).start()
+            server: object = TcpSimulator(bms, host or "0.0.0.0", port,
+                                          max_clients=args.max_clients, **options).start()
         except OSError as error:
             raise JkbmsError("cannot listen on %s: %s" % (args.listen,
                                                            error.strerror or error)) from None
         where = server.url  # type: ignore[attr-defined]
     else:
-        server = PtySimulator(bms, **options).start()
+        server = PtySimulator(bms, link=args.link, **options).start()
         where = server.path  # type: ignore[attr-defined]
     print(where, flush=True)
     log.info("simulated %dS BMS (scenario %s) answering on %s", args.cells, args.scenario, where)

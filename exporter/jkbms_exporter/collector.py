@@ -14,7 +14,7 @@ import logging
 import platform
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -104,9 +104,12 @@ class Poller:
         self._groups: Dict[int, List[Pack]] = {}
         for pack in self.packs:
             self._groups.setdefault(id(pack.transport), []).append(pack)
+        # one worker per port, and at most one read in flight per port: a port stuck in a
+        # blocking call past its deadline can never hold up another port's read
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, len(self._groups)), thread_name_prefix="jkbms-port"
         )
+        self._in_flight: Dict[int, "Future[List[PackResult]]"] = {}
 
     @property
     def snapshot(self) -> Optional[Snapshot]:
@@ -121,27 +124,36 @@ class Poller:
             ):
                 return current
             started = time.monotonic()
-            results = self._read_all(started + self.scrape_timeout)
+            # reads get the budget less the grace, so the whole scrape fits scrape_timeout
+            budget = max(0.05, self.scrape_timeout - _DEADLINE_GRACE)
+            results = self._read_all(started + budget)
             self._snapshot = Snapshot(started, time.monotonic(), tuple(results))
             return self._snapshot
 
     def _read_all(self, deadline: float) -> List[PackResult]:
-        futures = {
-            key: self._executor.submit(self._read_group, group, deadline)
-            for key, group in self._groups.items()
-        }
+        futures: Dict[int, "Future[List[PackResult]]"] = {}
+        stuck: List[int] = []
+        for key, group in self._groups.items():
+            previous = self._in_flight.get(key)
+            if previous is not None and not previous.done():
+                stuck.append(key)  # an earlier read is still blocked in the driver
+                continue
+            futures[key] = self._in_flight[key] = self._executor.submit(
+                self._read_group, group, deadline)
         wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE)
         by_name: Dict[str, PackResult] = {}
         for key, future in futures.items():
             if future.done():
                 for result in future.result():
                     by_name[result.name] = result
-            else:  # the port is stuck beyond its deadline: report its packs, do not wait
-                for pack in self._groups[key]:
-                    by_name[pack.name] = PackResult(
-                        pack.name, pack.port, None, self.scrape_timeout,
-                        "scrape timeout reached before the read finished", "timeout",
-                    )
+            else:
+                stuck.append(key)
+        for key in stuck:  # report the port's packs down, never wait for them
+            for pack in self._groups[key]:
+                by_name[pack.name] = PackResult(
+                    pack.name, pack.port, None, self.scrape_timeout,
+                    "port still busy past the scrape timeout", "timeout",
+                )
         results = [by_name[pack.name] for pack in self.packs]
         for result in results:
             self._record(result)

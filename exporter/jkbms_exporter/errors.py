@@ -67,6 +67,10 @@ class TruncatedFieldError(FrameError):
     """A register's value runs past the end of the information field."""
 
 
+class IncompleteFrameError(FrameError):
+    """A reply started but stopped arriving before the length its header announced."""
+
+
 class TransportError(JkbmsError, OSError):
     """The port could not be opened, read or written (device gone, permission, reset)."""
 

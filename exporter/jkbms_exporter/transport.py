@@ -19,7 +19,13 @@ from typing import Callable, List, Optional, Tuple
 
 import serial
 
-from .errors import ReadTimeout, TransportError
+try:  # POSIX: termios calls on a vanished tty raise termios.error, which is no OSError
+    from termios import error as _TermiosError
+except ImportError:  # pragma: no cover - Windows
+    class _TermiosError(Exception):  # type: ignore[no-redef]
+        pass
+
+from .errors import IncompleteFrameError, ReadTimeout, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +38,14 @@ DEFAULT_MIN_GAP = 0.1
 #: for have arrived; the slice only bounds how far a deadline can be overshot, and avoids
 #: reconfiguring the port (costly on rfc2217://) for every read.
 READ_SLICE = 0.05
+#: Everything a driver raises when the device or the connection is gone or refuses us.
+PORT_ERRORS = (serial.SerialException, OSError, _TermiosError)
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 5.0
+#: Once a frame has started, a silence this long means the rest will not come (a BMS sends
+#: a reply in one go; ESPHome gives up after 50 ms, USB adapters and TCP gateways add a few
+#: tens of ms of jitter). Reported as an incomplete frame, not as a timeout.
+DEFAULT_FRAME_IDLE_TIMEOUT = 0.3
 
 
 def _describe(error: BaseException) -> str:
@@ -52,11 +64,13 @@ class SerialTransport:
         baudrate: int = DEFAULT_BAUDRATE,
         min_gap: float = DEFAULT_MIN_GAP,
         exclusive: bool = True,
+        frame_idle_timeout: float = DEFAULT_FRAME_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.baudrate = baudrate
         self.min_gap = min_gap
+        self.frame_idle_timeout = frame_idle_timeout
         self.exclusive = exclusive
         self.lock = threading.Lock()
         self._clock = clock
@@ -96,7 +110,7 @@ class SerialTransport:
                 do_not_open=True,
             )
             port.open()
-        except (serial.SerialException, OSError, ValueError) as error:
+        except PORT_ERRORS + (ValueError,) as error:
             self._schedule_retry(_describe(error))
             raise TransportError("cannot open %s: %s" % (self.url, _describe(error))) from error
         log.debug("opened %s", self.url)
@@ -127,9 +141,10 @@ class SerialTransport:
         """Send ``request`` and return the first complete frame of the reply.
 
         Raises :class:`ReadTimeout` when no whole frame arrived within ``timeout`` seconds
-        of sending, :class:`TransportError` on any device or socket error (the port is
-        then closed and reopened on a later call, with capped backoff). Callers must hold
-        :attr:`lock`.
+        of sending, :class:`IncompleteFrameError` when a frame started but its bytes stopped
+        for :attr:`frame_idle_timeout`, :class:`TransportError` on any device or socket
+        error (the port is then closed and reopened on a later call, with capped backoff).
+        Callers must hold :attr:`lock`.
         """
         port = self._port or self._open()
         gap = self._last_activity + self.min_gap - self._clock()
@@ -141,34 +156,44 @@ class SerialTransport:
                 self.sent.append(bytes(request))
             port.write(request)
             port.flush()
-        except (serial.SerialException, OSError) as error:
+        except PORT_ERRORS as error:
             raise self._fail(error, "writing to") from error
-        deadline = self._clock() + timeout
-        buffer = bytearray()
         try:
-            while True:
-                start, size = framer(bytes(buffer))
-                if start:
-                    del buffer[:start]
-                if size is not None and len(buffer) >= size:
-                    self._on_success()
-                    return bytes(buffer[:size])
-                wanted = (size - len(buffer)) if size is not None else max(1, 4 - len(buffer))
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise ReadTimeout(
-                        "no complete reply from %s within %.2f s (%d bytes received)"
-                        % (self.url, timeout, len(buffer)),
-                        received=len(buffer),
-                    )
-                chunk = port.read(wanted)
-                if chunk:
-                    buffer += chunk
-        except (serial.SerialException, OSError) as error:
-            if isinstance(error, ReadTimeout):
-                self._last_activity = self._clock()
-                raise
+            return self._receive(port, framer, self._clock() + timeout, timeout)
+        except (ReadTimeout, IncompleteFrameError):
+            self._last_activity = self._clock()
+            raise
+        except PORT_ERRORS as error:
             raise self._fail(error, "reading from") from error
+
+    def _receive(self, port: serial.SerialBase, framer: Framer, deadline: float,
+                 timeout: float) -> bytes:
+        buffer = bytearray()
+        last_byte = self._clock()
+        while True:
+            start, size = framer(bytes(buffer))
+            if start:
+                del buffer[:start]
+            if size is not None and len(buffer) >= size:
+                self._on_success()
+                return bytes(buffer[:size])
+            now = self._clock()
+            if len(buffer) > 1 and now - last_byte >= self.frame_idle_timeout:
+                raise IncompleteFrameError(
+                    "reply from %s stopped after %d of %s bytes"
+                    % (self.url, len(buffer), size if size is not None else "?")
+                )
+            if now >= deadline:
+                raise ReadTimeout(
+                    "no complete reply from %s within %.2f s (%d bytes received)"
+                    % (self.url, timeout, len(buffer)),
+                    received=len(buffer),
+                )
+            wanted = (size - len(buffer)) if size is not None else max(1, 4 - len(buffer))
+            chunk = port.read(wanted)
+            if chunk:
+                buffer += chunk
+                last_byte = self._clock()
 
     def _on_success(self) -> None:
         self._last_activity = self._clock()
