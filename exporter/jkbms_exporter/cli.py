@@ -22,7 +22,7 @@ from . import __version__, jk_serial
 from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
 from .config import ConfigError, PackConfig, build_packs, parse_device_flag
 from .errors import JkbmsError
-from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server
+from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_listen_address
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import reading_to_json
 from .pack import DEFAULT_READ_TIMEOUT
@@ -196,33 +196,45 @@ def _wait_for_signal() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     if not args.telemetry_path.startswith("/") or args.telemetry_path == "/":
         raise UsageError("--web.telemetry-path must start with / and not be / itself")
-    configs: List[PackConfig] = []
-    for position, text in enumerate(args.device, start=1):
-        config = parse_device_flag(text, position)
-        configs.append(PackConfig(config.name, config.url, args.baud, args.read_timeout))
+    try:
+        parse_listen_address(args.listen_address)
+        configs = [
+            PackConfig(config.name, config.url, args.baud, args.read_timeout)
+            for config in (parse_device_flag(text, position)
+                           for position, text in enumerate(args.device, start=1))
+        ]
+    except ValueError as error:  # ConfigError included: a bad flag value
+        raise UsageError(str(error)) from None
+    if not configs and not args.simulate:
+        raise UsageError("serve: give at least one --device, or --simulate")
     simulator: Optional[PtySimulator] = None
     if args.simulate:
         bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
-        simulator = PtySimulator(bms, fault=args.simulate_fault).start()
+        simulator = PtySimulator(bms, fault=args.simulate_fault)
         configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
                                   args.read_timeout))
-        log.info("simulated %dS BMS (scenario %s) on %s", args.simulate_cells,
-                 args.simulate_scenario, simulator.path)
-    if not configs:
-        raise UsageError("serve: give at least one --device, or --simulate")
-    packs = build_packs(configs)
-    poller = Poller(packs, min_interval=args.min_interval, scrape_timeout=args.scrape_timeout)
+    try:
+        packs = build_packs(configs)
+        poller = Poller(packs, min_interval=args.min_interval, scrape_timeout=args.scrape_timeout)
+    except ConfigError:
+        if simulator is not None:
+            simulator.stop()
+        raise
     registry = CollectorRegistry()
     registry.register(JkbmsCollector(poller))
     app = ExporterApp(registry, poller, args.telemetry_path)
     try:
         server = make_http_server(app, args.listen_address)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
     except OSError as error:
         poller.close()
+        if simulator is not None:
+            simulator.stop()
         raise JkbmsError("cannot listen on %s: %s" % (args.listen_address,
                                                        error.strerror or error)) from None
+    if simulator is not None:
+        simulator.start()
+        log.info("simulated %dS BMS (scenario %s, fault %s) on %s", args.simulate_cells,
+                 args.simulate_scenario, args.simulate_fault, simulator.path)
     thread = threading.Thread(target=server.serve_forever, name="jkbms-http", daemon=True)
     thread.start()
     log.info("jkbms-exporter %s listening on %s, metrics at %s, packs: %s", __version__,
@@ -289,8 +301,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     options = dict(latency=args.latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None,
                    fault=args.fault)
     if args.listen:
-        from .http import parse_listen_address
-
         try:
             host, port = parse_listen_address(args.listen)
         except ValueError as error:

@@ -1,0 +1,175 @@
+"""The collector and poller against simulated BMSs on real TCP sockets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jkbms_exporter.collector import JkbmsCollector, Poller
+from jkbms_exporter.config import PackConfig, build_packs
+from jkbms_exporter.errors import READ_ERROR_REASONS
+from jkbms_exporter.simulator import SimulatedBms, TcpSimulator
+
+Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def servers() -> Iterator[List[TcpSimulator]]:
+    started: List[TcpSimulator] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def start_sim(servers: List[TcpSimulator], fault: str = "none", scenario: str = "normal",
+              cells: int = 16, latency: float = 0.02) -> TcpSimulator:
+    sim = TcpSimulator(SimulatedBms(cells=cells, scenario=scenario, seed=len(servers)),
+                       latency=latency, fault=fault).start()
+    servers.append(sim)
+    return sim
+
+
+def scrape(registry: CollectorRegistry) -> Samples:
+    text = generate_latest(registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def make(configs: List[PackConfig], **poller_options: float) -> Tuple[Poller, CollectorRegistry]:
+    poller = Poller(build_packs(configs), **poller_options)
+    registry = CollectorRegistry()
+    registry.register(JkbmsCollector(poller))
+    return poller, registry
+
+
+def test_a_failing_pack_is_down_with_its_reason_and_the_other_unaffected(servers: List) -> None:
+    good, bad = start_sim(servers), start_sim(servers, fault="bad-checksum")
+    poller, registry = make([PackConfig("good", good.url), PackConfig("bad", bad.url)],
+                            min_interval=0)
+    samples = scrape(registry)
+    assert value(samples, "jkbms_up", pack="good") == 1
+    assert value(samples, "jkbms_up", pack="bad") == 0
+    assert value(samples, "jkbms_read_errors_total", pack="bad", reason="checksum") == 1
+    for reason in READ_ERROR_REASONS:  # every reason exists from the start
+        assert value(samples, "jkbms_read_errors_total", pack="good", reason=reason) == 0
+    assert value(samples, "jkbms_cells", pack="good") == 16
+    assert ("jkbms_cells", (("pack", "bad"),)) not in samples
+    assert ("jkbms_last_success_timestamp_seconds", (("pack", "bad"),)) not in samples
+
+    bad.fault = "none"  # the fault ends: the pack is back on the next scrape
+    samples = scrape(registry)
+    assert value(samples, "jkbms_up", pack="bad") == 1
+    assert value(samples, "jkbms_read_errors_total", pack="bad", reason="checksum") == 1
+    assert value(samples, "jkbms_last_success_timestamp_seconds", pack="bad") == pytest.approx(
+        time.time(), abs=5)
+    poller.close()
+
+
+def test_describe_touches_no_port() -> None:
+    # a port nobody listens on: registering must not try to read it
+    poller, registry = make([PackConfig("x", "socket://127.0.0.1:9")])
+    assert poller.snapshot is None
+    names = {family.name for family in JkbmsCollector(poller).describe()}
+    assert {"jkbms_up", "jkbms_cell_voltage_volts", "jkbms_read_errors"} <= names
+    assert poller.snapshot is None
+    poller.close()
+
+
+def test_concurrent_scrapes_share_one_read(servers: List) -> None:
+    sim = start_sim(servers, latency=0.2)
+    poller, registry = make([PackConfig("a", sim.url)], min_interval=0)
+    results: List[Samples] = []
+    threads = [threading.Thread(target=lambda: results.append(scrape(registry)))
+               for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 5 and all(value(r, "jkbms_up", pack="a") == 1 for r in results)
+    assert sim.requests_received == 1
+    poller.close()
+
+
+def test_a_young_result_is_reused_and_an_old_one_is_not(servers: List) -> None:
+    sim = start_sim(servers)
+    poller, registry = make([PackConfig("a", sim.url)], min_interval=0.5)
+    scrape(registry)
+    scrape(registry)
+    assert sim.requests_received == 1
+    time.sleep(0.6)
+    scrape(registry)
+    assert sim.requests_received == 2
+    poller.close()
+
+
+def test_packs_on_separate_ports_are_read_concurrently(servers: List) -> None:
+    sims = [start_sim(servers, latency=0.4) for _ in range(4)]
+    poller, registry = make([PackConfig("p%d" % i, s.url) for i, s in enumerate(sims)],
+                            min_interval=0)
+    started = time.monotonic()
+    samples = scrape(registry)
+    elapsed = time.monotonic() - started
+    assert all(value(samples, "jkbms_up", pack="p%d" % i) == 1 for i in range(4))
+    assert elapsed < 1.2  # sequential would be at least 4 x 0.4 s
+    poller.close()
+
+
+def test_scrape_timeout_bounds_a_scrape_however_many_packs_hang(servers: List) -> None:
+    silent = [start_sim(servers, fault="silent") for _ in range(3)]
+    good = start_sim(servers)
+    configs = [PackConfig("hang%d" % i, s.url, read_timeout=30.0) for i, s in enumerate(silent)]
+    configs.append(PackConfig("good", good.url))
+    poller, registry = make(configs, min_interval=0, scrape_timeout=1.0)
+    started = time.monotonic()
+    samples = scrape(registry)
+    assert time.monotonic() - started < 1.5
+    assert value(samples, "jkbms_up", pack="good") == 1
+    for i in range(3):  # reported down as timeouts, never dropped
+        assert value(samples, "jkbms_up", pack="hang%d" % i) == 0
+        assert value(samples, "jkbms_read_errors_total", pack="hang%d" % i, reason="timeout") == 1
+    poller.close()
+
+
+def test_packs_sharing_a_port_are_read_in_turn_within_the_budget(servers: List) -> None:
+    sim = start_sim(servers)
+    poller, registry = make([PackConfig("a", sim.url), PackConfig("b", sim.url)], min_interval=0)
+    samples = scrape(registry)
+    assert value(samples, "jkbms_up", pack="a") == value(samples, "jkbms_up", pack="b") == 1
+    assert sim.requests_received == 2
+    poller.close()
+
+
+def test_unique_pack_names_are_required() -> None:
+    from jkbms_exporter.config import ConfigError
+
+    with pytest.raises(ConfigError, match="used twice"):
+        build_packs([PackConfig("a", "socket://127.0.0.1:1"), PackConfig("a", "socket://x:2")])
+
+
+def test_first_failure_warns_repeats_are_rate_limited_recovery_logged_once(
+        servers: List, caplog: pytest.LogCaptureFixture) -> None:
+    sim = start_sim(servers, fault="bad-checksum", latency=0.0)
+    poller, registry = make([PackConfig("a", sim.url)], min_interval=0)
+    with caplog.at_level("INFO", logger="jkbms_exporter"):
+        for _ in range(5):
+            scrape(registry)
+        sim.fault = "none"
+        scrape(registry)
+        scrape(registry)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    recoveries = [r for r in caplog.records if "reading again" in r.getMessage()]
+    assert len(warnings) == 1 and "checksum" in warnings[0].getMessage()
+    assert len(recoveries) == 1 and "5 failed" in recoveries[0].getMessage()
+    poller.close()
