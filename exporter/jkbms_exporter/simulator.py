@@ -20,7 +20,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from . import jk_serial
 from .errors import FrameError
@@ -38,6 +39,7 @@ SCENARIOS: Dict[str, str] = {
 }
 
 DEFAULT_LATENCY = 0.09
+_KEEP_REQUESTS = 100
 DEFAULT_BAUDRATE = 115200
 
 #: (state of charge, open-circuit cell voltage) for LiFePO4.
@@ -116,8 +118,9 @@ class SimulatedBms:
         self._last = self._start
         self.soc = {"cell-overvoltage": 0.99, "cell-undervoltage": 0.04}.get(scenario, 0.62)
         self._throughput_ah = 12345.0
-        self.requests: List[jk_serial.Request] = []
-        self.ignored_requests: List[bytes] = []
+        #: The most recent requests (bounded: a simulator may run for months).
+        self.requests: Deque[jk_serial.Request] = deque(maxlen=_KEEP_REQUESTS)
+        self.ignored_requests: Deque[bytes] = deque(maxlen=_KEEP_REQUESTS)
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- model
@@ -247,7 +250,7 @@ class ReplayBms:
             raise ValueError("ReplayBms needs at least one frame")
         self.frames = [bytes(frame) for frame in frames]
         self._next = 0
-        self.requests: List[jk_serial.Request] = []
+        self.requests: Deque[jk_serial.Request] = deque(maxlen=_KEEP_REQUESTS)
 
     def handle(self, frame: bytes) -> Optional[bytes]:
         try:
