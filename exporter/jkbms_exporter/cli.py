@@ -37,6 +37,7 @@ from .simulator import (
     scenario_help,
 )
 from .transport import DEFAULT_BAUDRATE
+from .webconfig import load_web_config
 
 log = logging.getLogger("jkbms_exporter")
 
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address to listen on (default: %s)" % DEFAULT_LISTEN_ADDRESS)
     serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
                        help="path under which to expose metrics (default: /metrics)")
+    serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                       help="web config (exporter-toolkit format) enabling TLS, client "
+                       "certificates and basic auth")
     serve.add_argument("--min-interval", type=float, default=DEFAULT_MIN_INTERVAL,
                        help="reuse a reading younger than this many seconds (default: %g)"
                        % DEFAULT_MIN_INTERVAL)
@@ -207,6 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if not configs and not args.simulate:
         raise UsageError("serve: give at least one --device, or --simulate")
+    web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     simulator: Optional[PtySimulator] = None
     if args.simulate:
         bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
@@ -224,7 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     registry.register(JkbmsCollector(poller))
     app = ExporterApp(registry, poller, args.telemetry_path)
     try:
-        server = make_http_server(app, args.listen_address)
+        server = make_http_server(app, args.listen_address, web_config)
     except OSError as error:
         poller.close()
         if simulator is not None:

@@ -6,18 +6,21 @@ prometheus_client's own WSGI app answers metrics on *every* path, so it is wrapp
 from __future__ import annotations
 
 import html
+import io
 import logging
 import socket
+import ssl
 import threading
 import time
 from socketserver import ThreadingMixIn
-from typing import Callable, Iterable, List, Optional, Tuple
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from . import __version__
 from .collector import Poller
+from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +150,310 @@ def _plain(start_response: StartResponse, status: str, text: str,
     return [body]
 
 
-class _QuietHandler(WSGIRequestHandler):
+# ------------------------------------------------------------------------------ server
+#
+# wsgiref's server reads requests with no limit on time and with Python's generous size
+# limits. The handler below reads the request head itself: bounded in size and against
+# one deadline for the whole head (a client dribbling a byte every few seconds is cut off
+# like one that sends nothing), and the TLS handshake happens in the connection's worker
+# thread, never in the accept loop.
+
+#: Longest request line (method, target, version): 414 beyond it.
+MAX_REQUEST_LINE = 8192
+#: Request line and header lines together: 431 beyond it.
+MAX_HEADER_BYTES = 16384
+#: Number of header lines: 431 beyond it.
+MAX_HEADERS = 64
+#: Seconds a client has for the TLS handshake.
+HANDSHAKE_TIMEOUT = 10.0
+#: Seconds a client has to send the whole request (head and body) once connected.
+REQUEST_TIMEOUT = 10.0
+#: Seconds any single write of the response may block on a client that does not read.
+WRITE_TIMEOUT = 30.0
+#: Connections served at once; more are closed at once (and logged).
+MAX_CONNECTIONS = 64
+
+_REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout",
+            411: "Length Required", 413: "Payload Too Large", 414: "URI Too Long",
+            431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"}
+
+
+class _Reject(Exception):
+    """A request refused before the application sees it."""
+
+    def __init__(self, code: int, text: str, headers: Optional[List[Tuple[str, str]]] = None,
+                 unread_input: bool = True) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.headers = headers or []
+        self.unread_input = unread_input
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before sending a request."""
+
+
+def _recv_until(connection: socket.socket, deadline: float) -> bytes:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise socket.timeout("request deadline passed")
+    connection.settimeout(remaining)
+    return connection.recv(8192)
+
+
+def read_request_head(connection: socket.socket, deadline: float,
+                      max_line: int = MAX_REQUEST_LINE,
+                      max_head: int = MAX_HEADER_BYTES) -> Tuple[bytes, bytes, bytes]:
+    """Read up to the blank line ending the head: (request line, header lines, rest).
+
+    Raises ``_Reject`` (414, 431, 400, 408) or ``_ClientGone``.
+    """
+    buffer = b""
+    while True:
+        stripped = buffer.lstrip(b"\r\n")  # RFC 9112: ignore empty lines before the request
+        if len(buffer) - len(stripped) > max_head:
+            raise _Reject(400, "Bad request.\n")
+        line_end = stripped.find(b"\n")
+        if (line_end < 0 and len(stripped) > max_line) or line_end > max_line:
+            raise _Reject(414, "Request line too long.\n")
+        if line_end >= 0:
+            ends = [i + len(t) for t in (b"\n\n", b"\n\r\n")
+                    for i in (stripped.find(t, line_end),) if i >= 0]
+            end = min(ends) if ends else -1
+            if (end < 0 and len(stripped) > max_head) or end > max_head:
+                raise _Reject(431, "Request header fields too large.\n")
+            if end >= 0:
+                return (stripped[: line_end + 1], stripped[line_end + 1 : end], stripped[end:])
+        try:
+            data = _recv_until(connection, deadline)
+        except socket.timeout:
+            if not stripped:
+                raise _ClientGone() from None
+            raise _Reject(408, "Request timeout.\n") from None
+        if not data:
+            if not stripped:
+                raise _ClientGone()
+            raise _Reject(400, "Incomplete request.\n", unread_input=False)
+        buffer += data
+
+
+class _SocketWriter(io.RawIOBase):
+    def __init__(self, connection: socket.socket) -> None:
+        super().__init__()
+        self._connection = connection
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._connection.sendall(data)
+        return len(data)
+
+
+class _ServerHandler(ServerHandler):
+    server_software = "jkbms-exporter"
+
+    def write(self, data: bytes) -> None:
+        if self.environ.get("REQUEST_METHOD") != "HEAD":
+            super().write(data)
+            return
+        # HEAD: the headers of the GET answer (Content-Length included), no body.
+        if not self.status:
+            raise AssertionError("write() before start_response()")
+        if not self.headers_sent:
+            self.bytes_sent = len(data)
+            self.send_headers()
+        else:
+            self.bytes_sent += len(data)
+
+    def log_exception(self, exc_info: Any) -> None:
+        log.error("error while answering %s %s", self.environ.get("REQUEST_METHOD"),
+                  self.environ.get("PATH_INFO"), exc_info=exc_info)
+
+
+class _Handler(WSGIRequestHandler):
+    """One request per connection (HTTP/1.0 style), with bounded reading."""
+
+    server: "ThreadingServer"
+    # BaseHTTPRequestHandler attributes when parse_request fails early:
+    command = None
+    request_version = "HTTP/0.9"
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         log.debug("%s - %s", self.address_string(), format % args)
 
+    def setup(self) -> None:
+        # No buffered reader on the socket: the head is read by read_request_head.
+        self.connection = self.request
+        self.rfile = io.BytesIO()
+        self.wfile = _SocketWriter(self.connection)
+
+    def handle(self) -> None:
+        connection = self.connection
+        deadline = time.monotonic() + self.server.request_timeout
+        try:
+            try:
+                line, head, rest = read_request_head(connection, deadline)
+                body = self._read_request(line, head, rest, deadline)
+            except _Reject as reject:
+                self._reply(reject.code, reject.text, reject.headers)
+                if reject.unread_input:
+                    self._linger()
+                return
+            except _ClientGone:
+                return
+            connection.settimeout(self.server.write_timeout)
+            handler = _ServerHandler(io.BytesIO(body), self.wfile, self.get_stderr(),
+                                     self.get_environ(), multithread=True)
+            handler.request_handler = self  # type: ignore[attr-defined]
+            handler.run(self.server.get_app())
+        except (OSError, ValueError) as error:  # reset, timeout, TLS error mid-request
+            log.debug("connection from %s ended: %s", self.client_address[0], error)
+
+    def _read_request(self, line: bytes, head: bytes, rest: bytes, deadline: float) -> bytes:
+        self.raw_requestline = line
+        self.rfile = io.BytesIO(head)
+        self.requestline = ""
+        if not self.parse_request():  # answers 400/505 itself, through send_error
+            raise _ClientGone()
+        if len(self.headers) > MAX_HEADERS:
+            raise _Reject(431, "Too many header fields.\n")
+        if self.command not in ("GET", "HEAD"):
+            raise _Reject(405, "Only GET and HEAD.\n", [("Allow", "GET, HEAD")])
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise _Reject(411, "A request body needs a Content-Length.\n")
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not lengths:
+            return b""
+        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+            raise _Reject(400, "Bad Content-Length.\n")
+        length = int(lengths.pop())
+        if length > MAX_REQUEST_BODY:
+            raise _Reject(413, "Request body too large.\n")
+        body = rest[:length]
+        while len(body) < length:
+            try:
+                data = _recv_until(self.connection, deadline)
+            except socket.timeout:
+                raise _Reject(408, "Request timeout.\n") from None
+            if not data:
+                raise _Reject(400, "Incomplete request body.\n", unread_input=False)
+            body += data
+        return body[:length]
+
+    def get_environ(self) -> dict:
+        environ = super().get_environ()
+        environ["SERVER_SOFTWARE"] = "jkbms-exporter"
+        if isinstance(self.connection, ssl.SSLSocket):
+            environ["HTTPS"] = "on"
+        return environ
+
+    def send_error(self, code: int, message: Optional[str] = None,
+                   explain: Optional[str] = None) -> None:
+        """parse_request's errors (400, 414, 431, 505) in the same plain form as ours."""
+        self._reply(int(code), "%s\n" % (message or _REASONS.get(int(code), "Error")))
+
+    def _reply(self, code: int, text: str, headers: Optional[List[Tuple[str, str]]] = None) -> None:
+        body = text.encode("utf-8")
+        lines = ["HTTP/1.0 %d %s" % (code, _REASONS.get(code, "Error")),
+                 "Content-Type: text/plain; charset=utf-8",
+                 "Content-Length: %d" % len(body),
+                 "Connection: close"]
+        lines += ["%s: %s" % header for header in (headers or []) + self.server.extra_headers]
+        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self.command != "HEAD":
+            payload += body
+        log.debug("%s - %d for %r", self.client_address[0], code, self.raw_requestline[:200]
+                  if hasattr(self, "raw_requestline") else b"")
+        try:
+            self.connection.settimeout(self.server.write_timeout)
+            self.connection.sendall(payload)
+        except OSError:
+            pass
+
+    def _linger(self) -> None:
+        """Read (and drop) what the client still sends, briefly, after an early answer,
+        so that closing with unread input does not reset the connection before the client
+        has read the answer."""
+        connection = self.connection
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 1.0
+            for _ in range(64):
+                if not _recv_until(connection, deadline):
+                    break
+        except (OSError, ValueError):
+            pass
+
 
 class ThreadingServer(ThreadingMixIn, WSGIServer):
+    """wsgiref's server with a thread per connection, TLS in that thread, a bound on
+    connections and deadlines on reading requests."""
+
     daemon_threads = True
+    block_on_close = False  # shutting down does not wait for stalled clients
     allow_reuse_address = True
+    request_queue_size = 128
+
+    ssl_context: Optional[ssl.SSLContext] = None
+    web_config: Optional[WebConfig] = None
+    extra_headers: List[Tuple[str, str]] = []
+    handshake_timeout = HANDSHAKE_TIMEOUT
+    request_timeout = REQUEST_TIMEOUT
+    write_timeout = WRITE_TIMEOUT
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._last_full_warning = 0.0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            now = time.monotonic()
+            if now - self._last_full_warning > 60:
+                self._last_full_warning = now
+                log.warning("%d connections open: refusing new ones (from %s) until some end",
+                            self.max_connections, client_address[0])
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's own thread: TLS handshake (bounded in time), then the request."""
+        connection = request
+        if self.ssl_context is not None:
+            request.settimeout(self.handshake_timeout)
+            try:
+                connection = self.ssl_context.wrap_socket(request, server_side=True)
+            except (OSError, ValueError) as error:  # ssl.SSLError and timeouts are OSErrors
+                log.debug("TLS handshake with %s failed: %s", client_address[0], error)
+                return
+            problem = self.web_config.check_peer(connection) if self.web_config else None
+            if problem:
+                log.info("refused TLS client %s: %s", client_address[0], problem)
+                connection.close()
+                return
+        try:
+            self.RequestHandlerClass(connection, client_address, self)
+        finally:
+            if connection is not request:
+                try:
+                    connection.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                connection.close()
 
 
 class DualStackServer(ThreadingServer):
@@ -176,19 +475,42 @@ def _server_class(host: str) -> type:
     return ThreadingServer
 
 
-def make_http_server(app: Callable, listen_address: str) -> WSGIServer:
-    """Bind the server (raises ``OSError`` if the address is taken)."""
+def make_http_server(app: Callable, listen_address: str,
+                     web_config: Optional[WebConfig] = None, *,
+                     request_timeout: float = REQUEST_TIMEOUT,
+                     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                     write_timeout: float = WRITE_TIMEOUT,
+                     max_connections: int = MAX_CONNECTIONS) -> WSGIServer:
+    """Bind the server (raises ``OSError`` if the address is taken).
+
+    ``web_config`` (from :func:`~jkbms_exporter.webconfig.load_web_config`) adds TLS,
+    client certificates, basic auth and response headers.
+    """
     host, port = parse_listen_address(listen_address)
     server_class = _server_class(host)
+    settings = dict(
+        web_config=web_config,
+        ssl_context=web_config.ssl_context if web_config else None,
+        extra_headers=list(web_config.headers) if web_config else [],
+        request_timeout=request_timeout, handshake_timeout=handshake_timeout,
+        write_timeout=write_timeout, max_connections=max_connections,
+    )
+    if web_config is not None:
+        app = web_config.wrap_app(app)
+        log.info("web config %s: %s", web_config.path, web_config.describe())
     bind_host = host or ("::" if server_class is DualStackServer else "0.0.0.0")
     try:
-        return make_server(bind_host, port, app, server_class=server_class,
-                           handler_class=_QuietHandler)
+        server = make_server(bind_host, port, app,
+                             server_class=type(server_class.__name__, (server_class,), settings),
+                             handler_class=_Handler)
     except OSError:
-        if server_class is DualStackServer:  # IPv6 disabled on this host
-            return make_server("0.0.0.0", port, app, server_class=ThreadingServer,
-                               handler_class=_QuietHandler)
-        raise
+        if server_class is not DualStackServer:
+            raise
+        # IPv6 disabled on this host
+        server = make_server("0.0.0.0", port, app,
+                             server_class=type("ThreadingServer", (ThreadingServer,), settings),
+                             handler_class=_Handler)
+    return server
 
 
 def serve_in_thread(server: WSGIServer) -> threading.Thread:
