@@ -65,12 +65,16 @@ class SerialTransport:
         min_gap: float = DEFAULT_MIN_GAP,
         exclusive: bool = True,
         frame_idle_timeout: float = DEFAULT_FRAME_IDLE_TIMEOUT,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.baudrate = baudrate
         self.min_gap = min_gap
         self.frame_idle_timeout = frame_idle_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
         self.exclusive = exclusive
         self.lock = threading.Lock()
         self._clock = clock
@@ -118,7 +122,7 @@ class SerialTransport:
         return port
 
     def _schedule_retry(self, reason: str) -> None:
-        self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_INITIAL)
+        self._backoff = min(self.backoff_max, self._backoff * 2 or self.backoff_initial)
         self._retry_at = self._clock() + self._backoff
         self._last_open_error = reason
 
