@@ -143,8 +143,15 @@ def test_scrape_timeout_bounds_a_scrape_however_many_packs_hang(servers: List) -
 
 
 def test_packs_sharing_a_port_are_read_in_turn_within_the_budget(servers: List) -> None:
+    from jkbms_exporter.pack import JkSerialProtocol, Pack
+    from jkbms_exporter.transport import SerialTransport
+
     sim = start_sim(servers)
-    poller, registry = make([PackConfig("a", sim.url), PackConfig("b", sim.url)], min_interval=0)
+    shared = SerialTransport(sim.url)  # as bus protocols share one port between packs
+    poller = Poller([Pack("a", shared, JkSerialProtocol()), Pack("b", shared, JkSerialProtocol())],
+                    min_interval=0)
+    registry = CollectorRegistry()
+    registry.register(JkbmsCollector(poller))
     samples = scrape(registry)
     assert value(samples, "jkbms_up", pack="a") == value(samples, "jkbms_up", pack="b") == 1
     assert sim.requests_received == 2
@@ -156,6 +163,27 @@ def test_unique_pack_names_are_required() -> None:
 
     with pytest.raises(ConfigError, match="used twice"):
         build_packs([PackConfig("a", "socket://127.0.0.1:1"), PackConfig("a", "socket://x:2")])
+
+
+def test_point_to_point_packs_cannot_share_a_port() -> None:
+    from jkbms_exporter.config import ConfigError
+
+    with pytest.raises(ConfigError, match="port of its own"):
+        build_packs([PackConfig("a", "socket://127.0.0.1:1"), PackConfig("b", "socket://127.0.0.1:1")])
+
+
+def test_extra_labels_and_inverted_current(servers: List) -> None:
+    sim = start_sim(servers, scenario="cold-charge")  # charging at +10 A
+    poller, registry = make([
+        PackConfig("a", sim.url, labels=(("site", "cabin"),), invert_current=True),
+        PackConfig("b", start_sim(servers, scenario="cold-charge").url),
+    ], min_interval=0)
+    samples = scrape(registry)
+    assert value(samples, "jkbms_current_amperes", pack="a", site="cabin") == -10.0
+    # exposed as site="", which Prometheus stores as no label at all
+    assert value(samples, "jkbms_current_amperes", pack="b", site="") == 10.0
+    assert value(samples, "jkbms_cell_voltage_volts", pack="a", site="cabin", cell="01") > 0
+    poller.close()
 
 
 def test_first_failure_warns_repeats_are_rate_limited_recovery_logged_once(

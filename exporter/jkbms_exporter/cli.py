@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__, jk_serial
 from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
-from .config import ConfigError, PackConfig, build_packs, parse_device_flag
+from .config import ConfigError, PackConfig, build_packs, load_config_file, parse_device_flag
 from .errors import JkbmsError
 from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_listen_address
 from .logs import FORMATS, LEVELS, setup_logging
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a BMS to read: /dev/ttyUSB0, /dev/serial/by-id/…, socket://HOST:PORT, "
                        "rfc2217://HOST:PORT, spy://…; repeat for more packs; NAME defaults to "
                        "1, 2, … in order")
+    serve.add_argument("--config.file", dest="config_file", metavar="FILE",
+                       help="YAML file listing the packs (see jkbms.example.yml); --device "
+                       "flags add to it")
     serve.add_argument("--simulate", action="store_true",
                        help="also serve a built-in simulated BMS as pack '%s'" % SIMULATED_PACK)
     serve.add_argument("--simulate.scenario", dest="simulate_scenario", default="normal",
@@ -209,8 +212,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ]
     except ValueError as error:  # ConfigError included: a bad flag value
         raise UsageError(str(error)) from None
+    if args.config_file:
+        configs = load_config_file(args.config_file) + configs
     if not configs and not args.simulate:
-        raise UsageError("serve: give at least one --device, or --simulate")
+        raise UsageError("serve: give at least one --device, a --config.file, or --simulate")
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     simulator: Optional[PtySimulator] = None
     if args.simulate:

@@ -208,23 +208,35 @@ class Poller:
             pack.close()
 
 
-def _family(spec: MetricSpec, extra_labels: Tuple[str, ...] = ("pack",)) -> Metric:
-    labels = list(extra_labels + spec.labels)
+def _family(spec: MetricSpec, pack_labels: Tuple[str, ...]) -> Metric:
+    labels = list(pack_labels + spec.labels)
     if spec.kind == "counter":
         return CounterMetricFamily(spec.full_name[: -len("_total")], spec.help, labels=labels)
     return GaugeMetricFamily(spec.full_name, spec.help, labels=labels)
 
 
 class JkbmsCollector:
-    """A custom collector for a private :class:`prometheus_client.CollectorRegistry`."""
+    """A custom collector for a private :class:`prometheus_client.CollectorRegistry`.
+
+    Every pack-scoped series carries ``pack`` and the union of the packs' extra labels
+    (empty where a pack does not set one, which Prometheus treats as absent).
+    """
 
     def __init__(self, poller: Poller) -> None:
         self.poller = poller
+        self._extra_names = tuple(sorted({name for pack in poller.packs
+                                          for name, _ in pack.labels}))
+        self._pack_labels = ("pack",) + self._extra_names
+        self._pack_values = {
+            pack.name: (pack.name,) + tuple(dict(pack.labels).get(name, "")
+                                            for name in self._extra_names)
+            for pack in poller.packs
+        }
 
     def describe(self) -> Iterable[Metric]:
         # Families without samples: registering the collector never touches a port.
         for spec in ALL_SPECS:
-            yield _family(spec, () if spec is BUILD_INFO else ("pack",))
+            yield _family(spec, () if spec is BUILD_INFO else self._pack_labels)
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.poller.poll()
@@ -233,20 +245,21 @@ class JkbmsCollector:
         def add(spec: MetricSpec, labels: Tuple[str, ...], value: float) -> None:
             family = families.get(spec.name)
             if family is None:
-                family = families[spec.name] = _family(spec)
+                family = families[spec.name] = _family(spec, self._pack_labels)
             family.add_metric(list(labels), float(value))
 
         for result in snapshot.results:
             status = self.poller.status[result.name]
-            add(UP, (result.name,), 1 if result.up else 0)
-            add(SCRAPE_DURATION, (result.name,), result.duration_seconds)
+            pack = self._pack_values[result.name]
+            add(UP, pack, 1 if result.up else 0)
+            add(SCRAPE_DURATION, pack, result.duration_seconds)
             if status.last_success_time is not None:
-                add(LAST_SUCCESS, (result.name,), status.last_success_time)
+                add(LAST_SUCCESS, pack, status.last_success_time)
             for reason in READ_ERROR_REASONS:
-                add(READ_ERRORS, (result.name, reason), status.errors[reason])
+                add(READ_ERRORS, pack + (reason,), status.errors[reason])
             if result.reading is not None:
                 for spec, labels, value in reading_samples(result.reading, result.port):
-                    add(spec, (result.name,) + labels, value)
+                    add(spec, pack + labels, value)
         yield from families.values()
         build = GaugeMetricFamily(BUILD_INFO.full_name, BUILD_INFO.help, labels=list(BUILD_INFO.labels))
         build.add_metric([__version__, platform.python_version()], 1)

@@ -7,6 +7,7 @@ logs nothing; the collector does that.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -51,6 +52,10 @@ class Pack:
     transport: SerialTransport
     protocol: JkSerialProtocol
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: For a current sensor (shunt) wired the other way round: charging must be positive.
+    invert_current: bool = False
+    #: Extra labels of every series of this pack, e.g. ``(("site", "cabin"),)``.
+    labels: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def port(self) -> str:
@@ -67,9 +72,12 @@ class Pack:
         if not self.transport.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise ReadTimeout("port %s stayed busy past the deadline" % self.port)
         try:
-            return self.protocol.read(self.transport, deadline)
+            reading, frame = self.protocol.read(self.transport, deadline)
         finally:
             self.transport.lock.release()
+        if self.invert_current and reading.current_amperes:
+            reading = dataclasses.replace(reading, current_amperes=-reading.current_amperes)
+        return reading, frame
 
     def close(self) -> None:
         self.transport.close()

@@ -1,0 +1,110 @@
+"""The YAML configuration file: what it accepts, and errors that name file, line and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+from jkbms_exporter.config import ConfigError, PackConfig, load_config_file, parse_config
+
+GOOD = """\
+defaults:
+  read_timeout: 2
+  labels: {site: cabin}
+packs:
+  - name: house
+    url: /dev/ttyUSB0
+  - name: garage
+    url: socket://${GW_HOST}:${GW_PORT:-8899}
+    baud: ${BAUD}
+    invert_current: yes
+    labels: {room: garage}
+"""
+
+
+def test_a_complete_file() -> None:
+    house, garage = parse_config(GOOD, "jkbms.yml", environ={"GW_HOST": "10.1.2.3", "BAUD": "9600"})
+    assert house == PackConfig("house", "/dev/ttyUSB0", read_timeout=2.0,
+                               labels=(("site", "cabin"),))
+    assert garage.url == "socket://10.1.2.3:8899"
+    assert garage.baudrate == 9600 and garage.invert_current is True
+    assert garage.labels == (("room", "garage"),)  # a pack's labels replace the defaults'
+    assert house.origin == "jkbms.yml:5"
+
+
+@pytest.mark.parametrize("text, environ, message", [
+    ("packs: []", {}, "jkbms.yml:1: packs: expected a non-empty list"),
+    ("packs:\n  - url: /dev/x\n", {}, "jkbms.yml:2: packs[0].name: required"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    colour: red\n", {},
+     "jkbms.yml:4: packs[0].colour: unknown field"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    baud: fast\n", {},
+     "jkbms.yml:4: packs[0].baud: expected a whole number, got 'fast'"),
+    ("packs:\n  - name: a\n    url: socket://${HOST}:1\n", {},
+     "jkbms.yml:3: packs[0].url: environment variable HOST is not set"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    protocol: modbus\n", {},
+     "jkbms.yml:4: packs[0].protocol: 'modbus': choose from jk-serial, jk-pb, auto"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    protocol: jk-pb\n", {},
+     "jkbms.yml:2: packs[0].address: required for protocol jk-pb"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    protocol: jk-pb\n    address: 0\n", {},
+     "jkbms.yml:5: packs[0].address: 0: JK-PB DIP addresses 1-15"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    address: 2\n", {},
+     "jkbms.yml:4: packs[0].address: the jk-serial protocol has no addresses"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    labels: {job: x}\n", {},
+     "jkbms.yml:4: packs[0].labels: label 'job' is used by the exporter or Prometheus"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    labels: {1x: y}\n", {},
+     "packs[0].labels: '1x' is not a valid Prometheus label name"),
+    ("packs:\n  - name: a b\n    url: /dev/x\n", {}, "jkbms.yml:2: packs[0].name: 'a b'"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    read_timeout: 0\n", {},
+     "jkbms.yml:4: packs[0].read_timeout: must be greater than 0"),
+    ("packs:\n  - name: a\n    url: /dev/x\n  - name: a\n    url: /dev/y\n", {},
+     "pack name 'a' is used twice (jkbms.yml:2 and jkbms.yml:4)"),
+    ("packs:\n  - name: a\n    url: /dev/x\n  - name: b\n    url: /dev/x\n", {},
+     "a jk-serial BMS needs a port of its own"),
+    ("packs:\n  - name: a\n    url: /dev/x\n    protocol: jk-pb\n    address: 1\n"
+     "  - name: b\n    url: /dev/x\n    protocol: jk-pb\n    address: 1\n", {},
+     "packs a, b on /dev/x have the same address"),
+    ("packs:\n  - name: a\n    name: b\n    url: /dev/x\n", {}, "jkbms.yml:3: 'name' is given twice"),
+    ("packs:\n  - name: a\n   url: [\n", {}, "jkbms.yml:3: YAML:"),
+    ("- just a list\n", {}, "jkbms.yml:1: document: expected a mapping"),
+    ("pack:\n  - name: a\n", {}, "jkbms.yml:1: pack: unknown field (known: packs, defaults)"),
+])
+def test_errors_name_file_line_and_field(text: str, environ: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "jkbms.yml", environ=environ)
+    assert message in str(raised.value)
+
+
+def test_the_example_file_in_the_repository_is_valid() -> None:
+    packs = load_config_file(str(REPO / "jkbms.example.yml"))
+    assert [p.name for p in packs] == ["house", "garage"]
+    assert packs[1].invert_current and dict(packs[1].labels) == {"room": "garage"}
+    assert dict(packs[0].labels) == {"site": "home"}
+
+
+def test_missing_file_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="cannot read config file /nonexistent.yml"):
+        load_config_file("/nonexistent.yml")
+
+
+def test_serve_reads_the_file_and_adds_device_flags(start_exporter, tmp_path: Path) -> None:
+    config = tmp_path / "jkbms.yml"
+    config.write_text("packs:\n  - name: shed\n    url: %s\n    labels: {site: farm}\n"
+                      % (tmp_path / "ttyUSB5"))
+    exporter = start_exporter("--config.file", str(config), "--simulate")
+    text = exporter.metrics()
+    assert 'jkbms_up{pack="shed",site="farm"} 0.0' in text
+    assert 'jkbms_up{pack="sim",site=""} 1.0' in text
+
+
+def test_serve_with_a_bad_file_exits_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "jkbms.yml"
+    config.write_text("packs:\n  - name: a\n    url: /dev/x\n    baud: -5\n")
+    result = subprocess.run([sys.executable, "-m", "jkbms_exporter", "serve", "--config.file",
+                             str(config)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "jkbms-exporter: %s:4: packs[0].baud: must be greater than 0" % config
