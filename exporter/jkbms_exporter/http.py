@@ -128,10 +128,10 @@ class ExporterApp:
         if length < 0 or length > MAX_REQUEST_BODY:
             return _plain(start_response, "413 Payload Too Large", "Request body too large.\n")
         if path == self.telemetry_path:
-            if method == "HEAD":  # prometheus_client answers HEAD with 405: scrape, drop the body
-                for _ in self._metrics_app(dict(environ, REQUEST_METHOD="GET"), start_response):
-                    pass
-                return [b""]
+            if method == "HEAD":
+                # prometheus_client answers HEAD with 405: scrape as for GET; the server
+                # (make_http_server) sends the headers, Content-Length included, no body.
+                return self._metrics_app(dict(environ, REQUEST_METHOD="GET"), start_response)
             return self._metrics_app(environ, start_response)
         if path == "/":
             body = landing_page(self.poller, self.telemetry_path).encode("utf-8")
