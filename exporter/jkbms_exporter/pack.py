@@ -3,6 +3,11 @@
 This is the glue between a codec and a transport: build the request with the codec, let
 the transport return one whole frame, decode it with the codec. It counts nothing and
 logs nothing; the collector does that.
+
+A *transport* is anything with a ``url``, a ``lock`` shared by every pack on it, and
+``close()`` (:class:`~jkbms_exporter.transport.SerialTransport`, or the BLE transport).
+A *protocol* is anything with a ``name`` and ``read(transport, deadline)`` returning
+``(Reading, frame bytes)`` or raising a :class:`~jkbms_exporter.errors.JkbmsError`.
 """
 
 from __future__ import annotations
@@ -10,7 +15,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8
+    Protocol = object  # type: ignore[assignment,misc]
 
 from . import jk_serial
 from .errors import FrameError, ReadTimeout, TransportError
@@ -18,6 +28,13 @@ from .reading import Reading
 from .transport import SerialTransport
 
 DEFAULT_READ_TIMEOUT = 1.0
+
+
+class ReadProtocol(Protocol):
+    name: str
+
+    def read(self, transport: Any, deadline: float) -> Tuple[Reading, bytes]:
+        ...
 
 
 class JkSerialProtocol:
@@ -49,8 +66,8 @@ class JkSerialProtocol:
 @dataclass
 class Pack:
     name: str
-    transport: SerialTransport
-    protocol: JkSerialProtocol
+    transport: SerialTransport  # or any transport with url, lock and close()
+    protocol: ReadProtocol
     read_timeout: float = DEFAULT_READ_TIMEOUT
     #: For a current sensor (shunt) wired the other way round: charging must be positive.
     invert_current: bool = False
