@@ -607,6 +607,12 @@ def test_bad_config_files_fail_in_one_line(pki: Pki, tmp_path: Path) -> None:
     assert not failures, "\n".join(failures)
 
 
+def test_empty_user_list_means_no_basic_auth_as_in_the_toolkit(pki: Pki) -> None:
+    assert load_web_config(web_yml(pki, "basic_auth_users: {}\n", "empty.yml")).authenticator \
+        is None
+    assert load_web_config(web_yml(pki, "", "empty-file.yml")).ssl_context is None
+
+
 def test_good_config_errors_are_config_errors_in_process(pki: Pki) -> None:
     """The library raises ConfigError (no sys.exit, no traceback text) for the CLI to print."""
     with pytest.raises(ConfigError, match=r"web config file .*: tls_server_config\.certfile"):
@@ -671,6 +677,14 @@ def test_systemd_unit_verifies_and_is_sandboxed(tmp_path: Path) -> None:
     local.write_text(unit.replace("/usr/local/bin/jkbms-exporter", str(command)))
     result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True,
                             timeout=60, cwd=tmp_path)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    # The commented-out credentials for TLS are valid too once uncommented.
+    assert unit.count("#LoadCredential=") == 4
+    with_credentials = tmp_path / "with-credentials" / "jkbms-exporter.service"
+    with_credentials.parent.mkdir()
+    with_credentials.write_text(local.read_text().replace("#LoadCredential=", "LoadCredential="))
+    result = subprocess.run([analyze, "verify", str(with_credentials)], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
     security = subprocess.run([analyze, "security", "--offline=yes", str(local)],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)

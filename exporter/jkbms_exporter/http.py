@@ -430,6 +430,9 @@ class ThreadingServer(ThreadingMixIn, WSGIServer):
         finally:
             self._slots.release()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.error("error while serving %s", client_address[0], exc_info=True)
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         """In the connection's own thread: TLS handshake (bounded in time), then the request."""
         connection = request

@@ -296,9 +296,9 @@ def parse_web_config(document: Any, base_dir: str, path: str = "") -> WebConfig:
     if "http_server_config" in top:
         config.headers = _http(_mapping(top["http_server_config"], "http_server_config",
                                         HTTP_KEYS))
-    users = top.get("basic_auth_users")
-    if users is not None:
-        config.authenticator = BasicAuthenticator(_users(users))
+    users = _users(top["basic_auth_users"]) if top.get("basic_auth_users") is not None else {}
+    if users:  # as in the toolkit, an empty list of users means no basic auth
+        config.authenticator = BasicAuthenticator(users)
     if config.ssl_context is None and config.authenticator is None:
         log.warning("web config file %s sets up neither TLS nor basic auth", path)
     return config
