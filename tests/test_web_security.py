@@ -701,6 +701,7 @@ def test_systemd_unit_verifies_and_is_sandboxed(tmp_path: Path) -> None:
     for key, value in {"DynamicUser": "yes", "SupplementaryGroups": "dialout",
                        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
                        "NoNewPrivileges": "yes", "Restart": "on-failure",
+                       "RestartPreventExitStatus": "2",
                        "DevicePolicy": "closed",
                        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6"}.items():
         assert directives.get(key) == [value], key
