@@ -190,7 +190,8 @@ def test_request_body_limits() -> None:
         for bad in (b"abc", b"-1", b"1, 2"):
             answer = exchange(port, b"GET / HTTP/1.1\r\nContent-Length: " + bad + b"\r\n\r\n")
             assert status_of(answer) == 400, bad
-        twice = exchange(port, b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+        twice = exchange(port, b"GET / HTTP/1.1\r\nContent-Length: 1\r\n"
+                         b"Content-Length: 2\r\n\r\nab")
         assert status_of(twice) == 400
         assert app.calls == []
         small = exchange(port, b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")

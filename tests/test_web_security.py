@@ -68,7 +68,8 @@ class Pki:
             "rogue-client", rogue_key, rogue_cert, ExtendedKeyUsageOID.CLIENT_AUTH,
             [x509.DNSName("prometheus.example")])
 
-    def _builder(self, subject: str, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
+    def _builder(self, subject: str, issuer: x509.Name,
+                 public_key: object) -> x509.CertificateBuilder:
         return (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
                 .issuer_name(issuer)
