@@ -1145,17 +1145,30 @@ def device_info_values(reading: Reading, generation: str) -> Dict[str, object]:
     return values
 
 
-def encode_cell_info(reading: Reading, generation: str = JK02_32S, counter: int = 0) -> bytes:
-    return encode_frame(FRAME_CELL_INFO, cell_info_values(reading, generation), generation, counter)
+def _counter(reading: Reading, counter: Optional[int]) -> int:
+    """Byte 5: as given, else the cell-info counter the reading was decoded from, else 0."""
+    return int(reading.extra.get("frame_counter", 0) if counter is None else counter)  # type: ignore[arg-type]
 
 
-def encode_settings(reading: Reading, generation: str = JK02_32S, counter: int = 0) -> bytes:
-    return encode_frame(FRAME_SETTINGS, settings_values(reading, generation), generation, counter)
+def encode_cell_info(reading: Reading, generation: str = JK02_32S,
+                     counter: Optional[int] = None) -> bytes:
+    """The cell-info frame a BMS in the state ``reading`` would send."""
+    return encode_frame(FRAME_CELL_INFO, cell_info_values(reading, generation), generation,
+                        _counter(reading, counter))
 
 
-def encode_device_info(reading: Reading, generation: str = JK02_32S, counter: int = 0) -> bytes:
+def encode_settings(reading: Reading, generation: str = JK02_32S,
+                    counter: Optional[int] = None) -> bytes:
+    """The settings frame of ``reading``'s settings, switches and settings extras."""
+    return encode_frame(FRAME_SETTINGS, settings_values(reading, generation), generation,
+                        _counter(reading, counter))
+
+
+def encode_device_info(reading: Reading, generation: str = JK02_32S,
+                       counter: Optional[int] = None) -> bytes:
+    """The device-info frame of ``reading.device`` (passcode fields all zero)."""
     return encode_frame(FRAME_DEVICE_INFO, device_info_values(reading, generation), generation,
-                        counter)
+                        _counter(reading, counter))
 
 
 # --------------------------------------------------------------------------- BLE commands
