@@ -13,10 +13,11 @@ this package never writes to a BMS. Replies can be *encoded* too, for the simula
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import (
     BadStartError,
@@ -51,6 +52,7 @@ TRANSPORT_REPLY = 0x01
 CELLS_TAG = 0x79
 CURRENT_TAG = 0x84
 PROTOCOL_VERSION_TAG = 0xC0
+PASSWORD_TAG = 0xB2
 #: Tags that only ever appear in write commands (restart, factory reset, upgrade, GPS power).
 WRITE_ONLY_TAGS = frozenset(range(0xBB, 0xC0))
 
@@ -191,15 +193,35 @@ REQUIRED_TAGS = (CELLS_TAG, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x87, 0x89, 0x8B
 
 
 def decode_temperature(raw: int) -> float:
-    """0x80–0x82: values above 100 are negative, 101 = −1 °C (vendor doc, spec §7.2).
+    """0x80–0x82: values above 100 are negative, 101 = −1 °C, 140 = −40 °C; 100 is +100 °C
+    (vendor doc: "the part above 100 is negative, 100 is the reference", spec §7.2).
 
-    Peers disagree at the boundary (ESPHome: ``99 - raw``); we follow the vendor rule.
+    Peers disagree at the boundary (ESPHome ``99 - raw``, dbus-serialbattery ``raw < 99``,
+    spec §11); we follow the vendor rule. Every captured frame has raw ≤ 100.
     """
     return float(raw) if raw <= 100 else float(100 - raw)
 
 
+#: Temperatures the vendor rule can carry in a u16: raw 0…100 → 0…100 °C, raw 101…65535 →
+#: −1…−65435 °C. Nothing above +100 °C can be sent (101 already means −1 °C).
+TEMPERATURE_MIN_CELSIUS = 100 - 0xFFFF
+TEMPERATURE_MAX_CELSIUS = 100
+
+
 def encode_temperature(celsius: float) -> int:
+    """Inverse of :func:`decode_temperature` (whole degrees; the wire has no fractions).
+
+    Raises ``ValueError`` for a temperature the vendor rule cannot represent instead of
+    sending a code that reads back as a different temperature (+150 °C would read −50 °C).
+    """
+    if not math.isfinite(celsius):
+        raise ValueError("temperature %r cannot be encoded" % (celsius,))
     value = int(round(celsius))
+    if not TEMPERATURE_MIN_CELSIUS <= value <= TEMPERATURE_MAX_CELSIUS:
+        raise ValueError(
+            "temperature %s °C is outside what 0x80–0x82 can carry (%d…%d °C)"
+            % (celsius, TEMPERATURE_MIN_CELSIUS, TEMPERATURE_MAX_CELSIUS)
+        )
     return value if value >= 0 else 100 - value
 
 
@@ -208,35 +230,53 @@ def decode_current(raw: int, protocol_version: Optional[int]) -> float:
 
     Protocol version 1: bit 15 set = charging, magnitude ``raw & 0x7FFF`` × 10 mA.
     Version 0 or absent (old firmware): ``(10000 − raw)`` × 10 mA, so 10000 is idle.
-    Vectors: ``80 D0`` → +2.08 A (esphome_14s_h6), ``27 10`` v0 → 0 A (vendor_example_20s_nw100).
+    Vectors: ``80 D0`` → +2.08 A (esphome_14s_h6), ``00 45`` → −0.69 A
+    (esphome_16s_bd6a17s6p_710h), ``27 10`` without 0xC0 → 0 A (vendor_example_20s_nw100).
     """
     if protocol_version == 1:
         magnitude = (raw & 0x7FFF) / 100.0
         if magnitude == 0:
-            return 0.0  # `00 00` would otherwise be −0.0
+            return 0.0  # `00 00` (and `80 00`) would otherwise be −0.0 (spec §7.1)
         return magnitude if raw & 0x8000 else -magnitude
     return (10000 - raw) / 100.0 + 0.0
 
 
 def encode_current(amperes: float, protocol_version: Optional[int]) -> int:
+    """Inverse of :func:`decode_current`; ``ValueError`` outside what the encoding can carry
+    (±327.67 A with the bit-15 rule, −555.35…+100.00 A with the offset rule), instead of a
+    raw value that would overflow the field or flip the sign bit."""
+    if not math.isfinite(amperes):
+        raise ValueError("current %r cannot be encoded" % (amperes,))
     centiamperes = int(round(amperes * 100))
     if protocol_version == 1:
-        if centiamperes > 0:
-            return 0x8000 | centiamperes
-        return -centiamperes
-    return 10000 - centiamperes
+        if abs(centiamperes) > 0x7FFF:
+            raise ValueError("current %s A exceeds ±327.67 A (0x84, protocol 1)" % amperes)
+        return 0x8000 | centiamperes if centiamperes > 0 else -centiamperes
+    raw = 10000 - centiamperes
+    if not 0 <= raw <= 0xFFFF:
+        raise ValueError("current %s A is outside −555.35…+100 A (0x84, protocol 0)" % amperes)
+    return raw
 
 
 def decode_text(raw: bytes) -> str:
-    """Fixed-width ASCII field: NUL bytes (padding, or mid-string in 0xBA) are dropped."""
-    text = raw.replace(b"\x00", b"").decode("ascii", errors="replace")
-    return "".join(ch if ch.isprintable() else "?" for ch in text).strip()
+    """A fixed-width ASCII field (0xB4, 0xB5, 0xB7, 0xBA) as label-safe text.
+
+    NUL is *not* a terminator (spec §6.3: 0xBA of vector opendtu_16s_b1a24s15p_1 is
+    ``beki`` + 8 NULs + ``JK_B1A24S15P``): a NUL stands for an unset character and becomes a
+    space, so what follows keeps its position (``beki        JK_B1A24S15P``); NUL/space
+    padding at either end is dropped; bytes outside printable ASCII become ``?``.
+    """
+    text = "".join(
+        " " if byte == 0 else chr(byte) if 0x20 <= byte <= 0x7E else "?" for byte in raw
+    )
+    return text.strip(" ")
 
 
 def split_software_version(text: str) -> Tuple[str, str]:
     """0xB7 → (hardware, software): ``H6.X__S6.1.3S__`` → (``6.X``, ``6.1.3S``),
     ``11.XW_S11.261__`` → (``11.XW``, ``11.261``); without ``_S`` (``NW_1_0_0_200428``)
-    the whole string is the software version."""
+    the whole string is the software version (spec §6.3: split at ``_S``, strip a leading
+    ``H`` and the ``_`` padding)."""
     if "_S" not in text:
         return "", text.rstrip("_")
     hardware, software = text.split("_S", 1)
@@ -246,10 +286,22 @@ def split_software_version(text: str) -> Tuple[str, str]:
     return hardware, software.rstrip("_")
 
 
+SOFTWARE_VERSION_WIDTH = 15
+
+
 def join_software_version(hardware: str, software: str) -> str:
+    """Inverse of :func:`split_software_version`, in the layout real boards send: the
+    hardware part padded with ``_`` to 5 characters, ``_S``, the software version, ``_``
+    padding to 15 characters. Hardware below 10 gets the ``H`` prefix (vectors:
+    ``H6.X__S6.1.3S__``, ``H7.X__S7.1.0H__`` but ``11.XW_S11.261__``; spec §6.3 also
+    quotes ``10.XW_S10.07___``)."""
     if not hardware:
         return software
-    return "H%s_S%s" % (hardware, software)
+    major = re.match(r"\d+", hardware)
+    if (major is not None and int(major.group()) < 10) or hardware.startswith("H"):
+        hardware = "H" + hardware  # a leading H is stripped again by the split
+    text = "%s_S%s" % (hardware.ljust(5, "_"), software)
+    return text.ljust(SOFTWARE_VERSION_WIDTH, "_")
 
 
 _VENDOR_MANUFACTURER_ID = re.compile(r"BT[0-9A-Z]{22}")
@@ -298,34 +350,68 @@ def frame_size(header: bytes) -> int:
     return struct.unpack_from(">H", header, 2)[0] + 2
 
 
+def _frame_is_sound(frame: bytes) -> Tuple[bool, bool]:
+    """(end byte and reserved checksum bytes where they belong, checksum right)."""
+    shaped = frame[-5] == END_BYTE and frame[-4:-2] == b"\x00\x00"
+    return shaped, shaped and struct.unpack_from(">H", frame, len(frame) - 2)[0] == checksum(
+        frame[:-4]
+    )
+
+
 def locate_frame(buffer: bytes) -> Tuple[int, Optional[int]]:
     """Where a frame starts in ``buffer`` and how long it is (``None``: not known yet).
 
-    Bytes before the returned start are junk and may be dropped. A ``4E 57`` whose length
-    field is impossible is junk too, and the search goes on after it. This is the framing
-    rule the transport uses to return as soon as the last byte of a reply has arrived.
+    Bytes before the returned start are junk and may be dropped. Every ``4E 57`` is a
+    candidate; one whose length field is impossible is junk. Among the others, in order of
+    preference: the first complete frame that verifies; the first complete frame that has
+    its end byte but a wrong checksum (so the decoder reports ``checksum``); the first one
+    still arriving (wait for it); the first complete one without its end byte (so the
+    decoder reports it). That way a ``4E 57`` inside line noise, whose length field happens
+    to be plausible, cannot hide a real reply that follows it (spec §9: "resync on 4E 57").
+    This is the framing rule the transport uses to return as soon as the last byte of a
+    reply has arrived.
     """
-    start = 0
-    while True:
-        found = buffer.find(START, start)
-        if found < 0:
-            # keep a trailing 0x4E: it may be the first half of the next start marker
-            return (len(buffer) - 1 if buffer.endswith(START[:1]) else len(buffer)), None
+    buffer = bytes(buffer)
+    bad_checksum: Optional[Tuple[int, Optional[int]]] = None
+    pending: Optional[Tuple[int, Optional[int]]] = None
+    damaged: Optional[Tuple[int, Optional[int]]] = None
+    found = buffer.find(START)
+    while found >= 0:
         if len(buffer) - found < 4:
-            return found, None
+            pending = pending or (found, None)  # a partial header: wait for its length
+            break
         size = frame_size(buffer[found : found + 4])
         if MIN_FRAME_SIZE <= size <= MAX_FRAME_SIZE:
-            return found, size
-        start = found + 1
+            if len(buffer) - found < size:
+                pending = pending or (found, size)
+            else:
+                shaped, verified = _frame_is_sound(buffer[found : found + size])
+                if verified:
+                    return found, size
+                if shaped:
+                    bad_checksum = bad_checksum or (found, size)
+                else:
+                    damaged = damaged or (found, size)
+        found = buffer.find(START, found + 1)
+    choice = bad_checksum or pending or damaged
+    if choice is not None:
+        return choice
+    # keep a trailing 0x4E: it may be the first half of the next start marker
+    return (len(buffer) - 1 if buffer.endswith(START[:1]) else len(buffer)), None
 
 
 def parse_envelope(frame: bytes, verify_checksum: bool = True) -> Envelope:
-    """Validate the framing of one complete frame (spec §2, §4)."""
+    """Validate the framing of one complete frame (spec §2, §4).
+
+    Each fault has its own error: :class:`BadStartError`, :class:`LengthMismatchError`,
+    :class:`MissingEndByteError`, :class:`ChecksumError` (also when the two reserved bytes
+    before the sum are not ``00 00``, spec §4).
+    """
     frame = bytes(frame)
-    if len(frame) < 4:
-        raise TruncatedFieldError("frame is %d bytes, too short to hold a header" % len(frame))
-    if frame[:2] != START:
+    if frame[:2] != START[: len(frame)]:
         raise BadStartError("frame starts with %s, expected 4E 57" % frame[:2].hex(" ").upper(), 0)
+    if len(frame) < 4:
+        raise LengthMismatchError("frame is %d bytes, too short to hold its length" % len(frame), 2)
     size = frame_size(frame)
     if size != len(frame):
         raise LengthMismatchError(
@@ -338,7 +424,7 @@ def parse_envelope(frame: bytes, verify_checksum: bool = True) -> Envelope:
             "end byte is 0x%02X, expected 0x68" % frame[-5], len(frame) - 5
         )
     if verify_checksum:
-        received = struct.unpack_from(">H", frame, len(frame) - 2)[0]
+        received = struct.unpack_from(">I", frame, len(frame) - 4)[0]
         expected = checksum(frame[:-4])
         if received != expected:
             raise ChecksumError(expected=expected, received=received)
@@ -351,6 +437,11 @@ def parse_envelope(frame: bytes, verify_checksum: bool = True) -> Envelope:
 
 
 def _build_frame(command: int, source: int, transport_type: int, info: bytes) -> bytes:
+    """The only place a frame is put together. It refuses every command but the two reads
+    (0x03, 0x06): this package never writes (0x02), sends a password (0x05), activates
+    (0x01) or restarts/resets a BMS (spec §3: "Never send 02/05/BB/BC/BD from an exporter")."""
+    if command not in READ_COMMANDS:
+        raise ValueError("refusing to build a frame with command 0x%02X: read-only" % command)
     body = bytearray(START)
     body += struct.pack(">H", HEADER_SIZE + len(info) + TRAILER_SIZE - 2)
     body += b"\x00\x00\x00\x00"
@@ -377,8 +468,20 @@ def read_all_request(source: int = SOURCE_PC) -> bytes:
 
 
 def read_register_request(tag: int, source: int = SOURCE_PC) -> bytes:
-    """Read one register (command 0x03), as the seed script did for 0x83."""
-    if tag in WRITE_ONLY_TAGS or (tag and tag not in REGISTER_BY_TAG and tag != CELLS_TAG):
+    """Read one register (command 0x03), as the seed script did for 0x83; tag 0 asks for
+    everything (vector mppsolar_14s_b1a20s15p_11261 is such a reply).
+
+    Refuses tags that are not readable registers: the write-only commands 0xBB–0xBF
+    (restart, factory reset, upgrade, GPS power), the password 0xB2 (never fetched), and
+    tags the table does not know.
+    """
+    if not 0 <= tag <= 0xFF:
+        raise ValueError("register tag %r is not a byte" % (tag,))
+    if tag in WRITE_ONLY_TAGS:
+        raise ValueError("0x%02X is a write-only command tag, never sent" % tag)
+    if tag == PASSWORD_TAG:
+        raise ValueError("0xB2 is the parameter password, never read")
+    if tag and tag not in REGISTER_BY_TAG and tag != CELLS_TAG:
         raise ValueError("0x%02X is not a readable register" % tag)
     return _build_frame(COMMAND_READ_REGISTER, source, TRANSPORT_REQUEST, bytes((tag,)))
 
@@ -395,46 +498,62 @@ def parse_request(frame: bytes, verify_checksum: bool = True) -> Request:
 # --------------------------------------------------------------------------- TLV walk
 
 
-def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw]:
-    """Walk the ``tag, value`` records of an information field into raw values.
+def _records(info: bytes, base_offset: int) -> Iterator[Tuple[int, int, bytes]]:
+    """``(tag, offset of the tag byte in the frame, value bytes)`` for each record (spec §5).
 
-    Numbers come back as ints (signed where the table says so), strings as bytes, the cell
-    list as ``((index, millivolts), …)``. The password (0xB2) is skipped and never stored.
+    The width comes from :data:`REGISTERS`; 0x79 carries its own length byte, which stays
+    part of its value. Stops with :class:`UnknownTagError` at a tag the table does not know
+    (a write-only tag 0xBB–0xBF in a reply is one too) and with
+    :class:`TruncatedFieldError` where a value runs past the end of the field.
     """
-    registers: Dict[int, Raw] = {}
     position = 0
     while position < len(info):
         tag = info[position]
         offset = base_offset + position
-        position += 1
         if tag == CELLS_TAG:
-            if position >= len(info):
+            if position + 1 >= len(info):
                 raise TruncatedFieldError("cell list 0x79 has no length byte", offset)
-            length = info[position]
-            position += 1
-            if length % 3:
-                raise FrameError("cell list length %d is not a multiple of 3" % length, offset)
-            value = info[position : position + length]
-            if len(value) < length:
-                raise TruncatedFieldError(
-                    "cell list 0x79 needs %d bytes, %d left" % (length, len(value)), offset
+            width = 1 + info[position + 1]
+        else:
+            row = REGISTER_BY_TAG.get(tag)
+            if row is None:
+                raise UnknownTagError(tag, offset)
+            width = row.width
+        value = info[position + 1 : position + 1 + width]
+        if len(value) < width:
+            raise TruncatedFieldError(
+                "register 0x%02X needs %d bytes, %d left" % (tag, width, len(value)), offset
+            )
+        position += 1 + width
+        yield tag, offset, value
+
+
+def walk_layout(info: bytes, base_offset: int = HEADER_SIZE) -> List[Tuple[int, int, int]]:
+    """``(tag, offset, value width)`` of every record, password included: the layout only,
+    never a value (for tests and troubleshooting)."""
+    return [(tag, offset, len(value)) for tag, offset, value in _records(info, base_offset)]
+
+
+def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw]:
+    """Walk the ``tag, value`` records of an information field into raw values.
+
+    Numbers come back as ints (signed where the table says so), strings as bytes, the cell
+    list as ``((index, millivolts), …)``. The password (0xB2) is parsed past and never
+    stored (spec §6.2: "do not export").
+    """
+    registers: Dict[int, Raw] = {}
+    for tag, offset, value in _records(info, base_offset):
+        if tag == CELLS_TAG:
+            cells = value[1:]
+            if len(cells) % 3:
+                raise FrameError(
+                    "cell list length %d is not a multiple of 3" % len(cells), offset
                 )
-            position += length
             registers[tag] = tuple(
-                (value[i], (value[i + 1] << 8) | value[i + 2]) for i in range(0, length, 3)
+                (cells[i], (cells[i + 1] << 8) | cells[i + 2]) for i in range(0, len(cells), 3)
             )
             continue
-        row = REGISTER_BY_TAG.get(tag)
-        if row is None:
-            raise UnknownTagError(tag, offset)
-        value = info[position : position + row.width]
-        if len(value) < row.width:
-            raise TruncatedFieldError(
-                "register 0x%02X (%s) needs %d bytes, %d left"
-                % (tag, row.name, row.width, len(value)),
-                offset,
-            )
-        position += row.width
+        row = REGISTER_BY_TAG[tag]
         if row.kind == "secret":
             continue
         if row.kind == "str":
@@ -444,37 +563,66 @@ def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw
     return registers
 
 
+def _field(row: Register, value: Raw) -> bytes:
+    """One value in its wire form; ``ValueError`` when it does not fit the register."""
+    if row.kind == "str":
+        if not isinstance(value, (bytes, bytearray)):
+            raise ValueError("register 0x%02X (%s) takes bytes" % (row.tag, row.name))
+        if len(value) > row.width:
+            raise ValueError(
+                "register 0x%02X (%s) is %d bytes wide, got %d"
+                % (row.tag, row.name, row.width, len(value))
+            )
+        return bytes(value).ljust(row.width, b"\x00")
+    try:
+        return int(value).to_bytes(row.width, "big", signed=row.kind == "i")  # type: ignore[arg-type]
+    except OverflowError:
+        raise ValueError(
+            "register 0x%02X (%s) cannot hold %r in %d bytes" % (row.tag, row.name, value, row.width)
+        ) from None
+
+
 def encode_registers(registers: Mapping[int, Raw]) -> bytes:
-    """Inverse of :func:`walk_registers`, in table order (0x79 first, 0xC0 last)."""
+    """Inverse of :func:`walk_registers`, in table order (0x79 first, 0xC0 last).
+
+    The password field is written as zeros, never with a value: whenever the mapping has
+    0xB2 or both of its neighbours 0xB1 and 0xB3 (every real frame does), so replies keep
+    the real layout without carrying a password. Tags the table does not know (including
+    the write-only 0xBB–0xBF) and values that do not fit raise ``ValueError``.
+    """
+    unknown = [tag for tag in registers if tag not in REGISTER_BY_TAG and tag != CELLS_TAG]
+    if unknown:
+        raise ValueError(
+            "not readable registers: %s" % ", ".join("0x%02X" % tag for tag in sorted(unknown))
+        )
     info = bytearray()
     if CELLS_TAG in registers:
         cells = registers[CELLS_TAG]
+        if 3 * len(cells) > 0xFF:  # type: ignore[arg-type]
+            raise ValueError("%d cells do not fit the 0x79 length byte" % len(cells))  # type: ignore[arg-type]
         info += bytes((CELLS_TAG, 3 * len(cells)))  # type: ignore[arg-type]
         for index, millivolts in cells:  # type: ignore[union-attr]
+            if not (0 <= index <= 0xFF and 0 <= millivolts <= 0xFFFF):
+                raise ValueError("cell %r at %r mV cannot be encoded" % (index, millivolts))
             info += bytes((index,)) + struct.pack(">H", millivolts)
     for row in REGISTERS:
         if row.kind == "secret":
-            if _PASSWORD_FOLLOWS_TAG in registers and 0xB3 in registers:
+            if row.tag in registers or all(tag in registers for tag in _PASSWORD_NEIGHBOURS):
                 info += bytes((row.tag,)) + b"\x00" * row.width
             continue
-        if row.tag not in registers:
-            continue
-        value = registers[row.tag]
-        info.append(row.tag)
-        if row.kind == "str":
-            info += bytes(value).ljust(row.width, b"\x00")[: row.width]  # type: ignore[arg-type]
-        else:
-            info += int(value).to_bytes(row.width, "big", signed=row.kind == "i")  # type: ignore[arg-type]
+        if row.tag in registers:
+            info.append(row.tag)
+            info += _field(row, registers[row.tag])
     return bytes(info)
 
 
-#: The encoder writes an all-zero password field whenever the frame has the register that
-#: follows it, so replies keep the real layout without ever carrying a password.
-_PASSWORD_FOLLOWS_TAG = 0xB1
+#: 0xB2 sits between these two in every real frame.
+_PASSWORD_NEIGHBOURS = (0xB1, 0xB3)
 
 
 def encode_reply(registers: Mapping[int, Raw], command: int = COMMAND_READ_ALL) -> bytes:
-    """A complete reply frame as a BMS would send it."""
+    """A complete reply frame as a BMS would send it; ``command`` is the read command it
+    answers (0x06, or 0x03 as in vector mppsolar_14s_b1a20s15p_11261) — nothing else."""
     return _build_frame(command, SOURCE_BMS, TRANSPORT_REPLY, encode_registers(registers))
 
 
@@ -543,6 +691,8 @@ def registers_to_reading(registers: Mapping[int, Raw]) -> Reading:
             extra[REGISTER_BY_TAG[tag].name] = registers[tag]
     if 0xBA in registers:
         extra["manufacturer_id"] = text(0xBA)
+        # the exact field: NULs inside it are data (spec §6.3), the text above shows spaces
+        extra["manufacturer_id_hex"] = bytes(registers[0xBA]).hex()  # type: ignore[arg-type]
     if raw_version:
         extra["software_version_string"] = raw_version
     return Reading(
@@ -589,6 +739,35 @@ def _ascii(text: str) -> bytes:
     return text.encode("ascii", errors="replace")
 
 
+def _software_version_field(reading: Reading) -> bytes:
+    """0xB7: the string the BMS sent when the reading still carries it and it agrees with
+    the version fields (exact round trip of real frames), else the versions joined."""
+    device = reading.device
+    sent = reading.extra.get("software_version_string")
+    if isinstance(sent, str) and split_software_version(sent) == (
+        device.hardware_version,
+        device.software_version,
+    ):
+        return _ascii(sent)
+    return _ascii(join_software_version(device.hardware_version, device.software_version))
+
+
+def _manufacturer_id_field(reading: Reading) -> bytes:
+    """0xBA: the exact field the BMS sent (NULs inside included) when the reading carries it
+    and it still names the reading's model; else 12 bytes of user data (the device id, NUL
+    padded) and the model, as retail boards send it (spec §6.3)."""
+    device = reading.device
+    sent = reading.extra.get("manufacturer_id_hex")
+    if isinstance(sent, str):
+        try:
+            raw = bytes.fromhex(sent)
+        except ValueError:
+            raw = b""
+        if raw and model_from_manufacturer_id(raw) == device.model:
+            return raw
+    return _ascii(device.device_id).ljust(12, b"\x00") + _ascii(device.model)
+
+
 def reading_to_registers(reading: Reading) -> Dict[int, Raw]:
     """Inverse of :func:`registers_to_reading` (used by the simulator's BMS).
 
@@ -615,7 +794,7 @@ def reading_to_registers(reading: Reading) -> Dict[int, Raw]:
         0xAE: int(reading.extra.get("board_address", 1)),  # type: ignore[arg-type]
         0xB4: _ascii(device.device_id),
         0xB5: _ascii(parse_manufacture_date(device.manufacture_date)),
-        0xB7: _ascii(join_software_version(device.hardware_version, device.software_version)),
+        0xB7: _software_version_field(reading),
     }
     for tag, sensor in TEMPERATURE_SENSORS:
         registers[tag] = encode_temperature(reading.temperatures_celsius[sensor])
@@ -636,7 +815,7 @@ def reading_to_registers(reading: Reading) -> Dict[int, Raw]:
         registers[0xB8] = int(reading.extra.get("start_current_calibration", 0))  # type: ignore[arg-type]
         if reading.actual_capacity_coulombs is not None:
             registers[0xB9] = int(round(reading.actual_capacity_coulombs / COULOMBS_PER_AMPERE_HOUR))
-        registers[0xBA] = _ascii(device.device_id).ljust(12, b"\x00") + _ascii(device.model)
+        registers[0xBA] = _manufacturer_id_field(reading)
         registers[PROTOCOL_VERSION_TAG] = protocol_version
     return registers
 
@@ -655,9 +834,12 @@ def encode_reading(reading: Reading, command: int = COMMAND_READ_ALL) -> bytes:
 
 
 def registers_as_dict(registers: Mapping[int, Raw]) -> List[Tuple[str, str, object]]:
-    """(tag, name, raw value) rows for troubleshooting output (password never included)."""
+    """(tag, name, raw value) rows for troubleshooting output; the password is left out
+    even when a caller's mapping carries one."""
     rows: List[Tuple[str, str, object]] = []
     for tag in sorted(registers):
+        if tag == PASSWORD_TAG or (tag in REGISTER_BY_TAG and REGISTER_BY_TAG[tag].kind == "secret"):
+            continue
         name = "cell_voltages" if tag == CELLS_TAG else REGISTER_BY_TAG[tag].name
         value = registers[tag]
         rows.append(("0x%02X" % tag, name, value.hex(" ") if isinstance(value, bytes) else value))
