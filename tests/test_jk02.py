@@ -541,6 +541,15 @@ def test_text_fields() -> None:
     assert jk02.decode_text(b"x" * 16) == "x" * 16
 
 
+def test_serial_may_fill_all_16_bytes() -> None:
+    # spec §6: "on hw 19A the 15-char serial fills the whole field" (no 19A capture: built
+    # from the 15.XA frame); an 11-character serial ends at its NUL (device_info_jk02_32s_v15)
+    frame = bytearray(frame_bytes(FRAMES["device_info_jk02_32s_v15"]))
+    frame[86:102] = b"ABCDEFGHIJKLMNO\x00"
+    device = jk02.decode_frame(with_checksum(frame), jk02.JK02_32S)
+    assert device.values["serial_number"] == "ABCDEFGHIJKLMNO"
+
+
 def test_manufacture_date() -> None:
     assert jk02.format_manufacture_date("251101") == "2025-11-01"
     assert jk02.format_manufacture_date("2511") == "2511"
@@ -885,7 +894,9 @@ def readings(draw: st.DrawFn, generation: str) -> Reading:
         settings=tuple(settings_list),
         device=DeviceInfo(protocol="jk02", protocol_version=generation, model=draw(TEXT),
                           hardware_version=draw(TEXT), software_version=draw(TEXT),
-                          device_id=draw(TEXT), manufacture_date=date, serial_number=draw(TEXT)),
+                          device_id=draw(TEXT), manufacture_date=date,
+                          serial_number=draw(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+                                                     max_size=16))),
         cell_resistances_ohms=resistances,
         balance_current_amperes=draw(quantized(-32768, 32767, 0.001)) + 0.0,
         remaining_capacity_coulombs=draw(quantized(-(2 ** 31), 2 ** 31 - 1, jk02.MAH)),

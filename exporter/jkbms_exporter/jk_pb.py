@@ -409,7 +409,7 @@ def parse_trigger_reply(data: bytes, address: Optional[int] = None,
         raise IncompleteFrameError("55AA frame stops after %d of 300 bytes" % (len(data) - start), start)
     frame = jk02.check_frame(data[start : start + jk02.FRAME_SIZE], verify_checksum)
     tail = data[start + jk02.FRAME_SIZE :]
-    found = _find_ack(tail, None, verify_checksum)
+    found = _find_ack(tail, None, False)  # a bad CRC is a ChecksumError, not a missing ACK
     if found is None:
         raise MissingAckError("no acknowledgement after the 55AA frame", start + jk02.FRAME_SIZE)
     ack = parse_ack(found[1]) if verify_checksum else Ack(
