@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import struct
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import pytest
@@ -156,8 +155,10 @@ CELL_INFO_KEYS: Mapping[str, Check] = {
     "balancing_action": check_balancing_action,
     "balancing_byte_220": check_balancing_action,
     "soc_percent": reading_value(lambda r: r.state_of_charge_ratio * 100),
-    "capacity_remaining_ah": reading_value(lambda r: r.remaining_capacity_coulombs / AH),  # type: ignore[operator]
-    "nominal_capacity_ah": reading_value(lambda r: r.nominal_capacity_coulombs / AH),  # type: ignore[operator]
+    "capacity_remaining_ah": reading_value(
+        lambda r: r.remaining_capacity_coulombs / AH),  # type: ignore[operator]
+    "nominal_capacity_ah": reading_value(
+        lambda r: r.nominal_capacity_coulombs / AH),  # type: ignore[operator]
     "cycles": reading_value(lambda r: r.charge_cycles),
     "total_cycle_capacity_ah": reading_value(lambda r: r.cycle_capacity_coulombs / AH),
     "soh_percent": reading_value(lambda r: r.state_of_health_ratio * 100),  # type: ignore[operator]
@@ -203,7 +204,8 @@ SETTINGS_KEYS: Mapping[str, Check] = {
     "charge_switch": switch("charge"),
     "discharge_switch": switch("discharge"),
     "balancer_switch": switch("balancer"),
-    "nominal_capacity_ah": reading_value(lambda r: r.extra["nominal_capacity_setting"] / AH),  # type: ignore[operator]
+    "nominal_capacity_ah": reading_value(
+        lambda r: r.extra["nominal_capacity_setting"] / AH),  # type: ignore[operator]
     "scp_delay_us": setting("short_circuit_protection_delay", "seconds", 1e6),
     "balance_start_v": setting("balance_start", "volts"),
     "device_address_270": extra("device_address"),
@@ -472,7 +474,8 @@ def test_only_existing_cells_are_reported() -> None:
     eight = jk02.decode_reading(set_u(frame, 70, 4, 0xFF), jk02.JK02_32S)
     assert eight.cells == 8
     assert len(eight.cell_resistances_ohms or ()) == 8
-    assert eight.cell_voltages_volts == tuple(FRAMES["cell_info_jk02_32s_v11"]["expected"]["cell_voltages_v"][:8])
+    first_eight = FRAMES["cell_info_jk02_32s_v11"]["expected"]["cell_voltages_v"][:8]
+    assert eight.cell_voltages_volts == tuple(first_eight)
     # a cell whose voltage reads 0 is still a cell (the mask, not the voltage, decides)
     dead = jk02.decode_reading(set_u(frame, 6 + 2 * 4, 2, 0), jk02.JK02_32S)
     assert dead.cells == 16 and dead.cell_voltages_volts[4] == 0.0
@@ -572,7 +575,8 @@ def test_generation_boundaries() -> None:
         with pytest.raises(jk02.UnknownGenerationError):
             g("JK-B2A24S", hardware, "1.0")
     assert jk02.select_generation("jk02_24s") == jk02.JK02_24S
-    assert jk02.select_generation("JK04", device_info=frame_bytes(FRAMES["device_info_jk02_32s_v11"])) == jk02.JK04
+    device_32s = frame_bytes(FRAMES["device_info_jk02_32s_v11"])
+    assert jk02.select_generation("JK04", device_info=device_32s) == jk02.JK04
     with pytest.raises(ValueError):
         jk02.select_generation("JK03")
     with pytest.raises(jk02.UnknownGenerationError):
@@ -800,7 +804,8 @@ def test_encode_decode_of_real_frames(ids: Tuple[str, Optional[str], Optional[st
     cell_id, settings_id, device_id = ids
     generation = generation_of(FRAMES[cell_id])
     raw = [None if i is None else frame_bytes(FRAMES[i]) for i in ids]
-    reading = jk02.decode_reading(raw[0], generation, settings=raw[1], device_info=raw[2])  # type: ignore[arg-type]
+    reading = jk02.decode_reading(raw[0], generation,  # type: ignore[arg-type]
+                                  settings=raw[1], device_info=raw[2])
     again = jk02.decode_reading(
         jk02.encode_cell_info(reading, generation),
         generation,
@@ -846,7 +851,9 @@ def quantized(low: int, high: int, scale: float) -> st.SearchStrategy[float]:
     return st.integers(low, high).map(lambda raw: round(raw * scale, 9))
 
 
-TEXT = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=8)
+PRINTABLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+TEXT = st.text(alphabet=PRINTABLE, max_size=8)
+SERIAL = st.text(alphabet=PRINTABLE, max_size=16)  # hw 19A serials fill all 16 bytes
 
 
 @st.composite
@@ -895,8 +902,7 @@ def readings(draw: st.DrawFn, generation: str) -> Reading:
         device=DeviceInfo(protocol="jk02", protocol_version=generation, model=draw(TEXT),
                           hardware_version=draw(TEXT), software_version=draw(TEXT),
                           device_id=draw(TEXT), manufacture_date=date,
-                          serial_number=draw(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E),
-                                                     max_size=16))),
+                          serial_number=draw(SERIAL)),
         cell_resistances_ohms=resistances,
         balance_current_amperes=draw(quantized(-32768, 32767, 0.001)) + 0.0,
         remaining_capacity_coulombs=draw(quantized(-(2 ** 31), 2 ** 31 - 1, jk02.MAH)),

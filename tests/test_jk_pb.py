@@ -7,7 +7,7 @@ The 55AA payloads are checked key by key with the tables of ``test_jk02``; the M
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,9 +28,7 @@ from test_jk02 import (
     CELL_INFO_KEYS,
     DEVICE_INFO_KEYS,
     SETTINGS_KEYS,
-    UNCHECKED_KEYS,
     assert_vector,
-    close,
 )
 
 VECTORS = load_vectors("pb-modbus.json")
@@ -410,7 +408,8 @@ def serve(block_base: int, data: bytes) -> jk_pb.Block:
         parsed = jk_pb.parse_request(request)
         assert parsed.count <= jk_pb.MAX_READ_REGISTERS
         offset = parsed.register - block_base
-        reply = jk_pb.encode_read_response(1, data[offset : offset + 2 * parsed.count].ljust(2 * parsed.count, b"\0"))
+        answer = data[offset : offset + 2 * parsed.count].ljust(2 * parsed.count, b"\0")
+        reply = jk_pb.encode_read_response(1, answer)
         parts.append((parsed.register, jk_pb.parse_read_response(reply, request).data))
     return jk_pb.block_from_responses(block_base, parts)
 
@@ -479,7 +478,7 @@ def test_fc03_settings_and_info_blocks() -> None:
         0x4C: ("8i", dc("charge_otp_c"), dc("charge_otpr_c"), dc("discharge_otp_c"), dc("discharge_otpr_c"),
                dc("charge_utp_c"), dc("charge_utpr_c"), dc("mos_otp_c"), dc("mos_otpr_c")),
         0x6C: ("7I", e["cell_count"], e["charge_switch"], e["discharge_switch"], e["balancer_switch"],
-               round(float(e["nominal_capacity_ah"]) * 1000), e["scp_delay_us"], mv("balance_start_v")),  # type: ignore[arg-type]
+               mv("nominal_capacity_ah"), e["scp_delay_us"], mv("balance_start_v")),
         0x108: ("II", e["device_address_270"], e["precharge_time_s_274"]),
         0x114: ("HbbB", int(str(e["control_bitmask_282"]), 16), e["heating_start_c_284"],
                 e["heating_stop_c_285"], e["smart_sleep_h_286"]),
@@ -586,6 +585,19 @@ def test_bus_decoder_attributes_every_frame() -> None:
     assert assert_vector(one, EXCHANGES["mppsolar_jkpb_20"]["expected"], CELL_INFO_KEYS)
     assert assert_vector(one, EXCHANGES["mppsolar_jkpb_1e"]["expected"], SETTINGS_KEYS)
     assert latest[2].settings is None
+
+
+def test_unknown_frame_types_on_the_bus_are_skipped() -> None:
+    cell = response_parts("mppsolar_jkpb_20")
+    odd = bytearray(cell["frame"])
+    odd[4] = 0x04
+    odd[299] = sum(odd[:299]) & 0xFF
+    decoder = jk_pb.BusDecoder()
+    events = decoder.feed(bytes(odd) + jk_pb.encode_ack(3, 0x1620) + jk_pb.trigger_request(3, 2)
+                          + cell["frame"] + jk_pb.encode_ack(3, 0x1620)) + decoder.flush()
+    assert [(f.address, f.frame_type) for f in frames_of(events)] == [(None, 4), (3, 2)]
+    latest = jk_pb.latest_frames_by_address(events)
+    assert list(latest) == [3] and latest[3].cell_info is not None
 
 
 def test_bus_decoder_without_ack_or_context() -> None:

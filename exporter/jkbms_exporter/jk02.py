@@ -537,7 +537,8 @@ def temperature_sensors(values: Mapping[str, object]) -> Dict[str, float]:
     for row, sensor, bit in TEMPERATURE_SENSORS:
         if row not in values:
             continue
-        if bit is not None and not (presence is not None and int(presence) >> bit & 1):  # type: ignore[arg-type]
+        present = presence is not None and int(presence) >> bit & 1 if bit is not None else True  # type: ignore[arg-type]
+        if not present:
             continue
         sensors[sensor] = float(values[row])  # type: ignore[arg-type]
     return sensors
@@ -1102,9 +1103,9 @@ def cell_info_values(reading: Reading, generation: str) -> Dict[str, object]:
                 presence |= 1 << bit
     if "temperature_sensor_presence_bitmask" in names:
         known = extra.get("temperature_sensor_presence_bitmask")
-        values["temperature_sensor_presence_bitmask"] = (
-            (int(known) & ~0b11000) | presence if known is not None else presence | 0b111  # type: ignore[arg-type]
-        )
+        # keep the BMS's other bits; bits 3/4 follow the sensors present; new frames: bits 0–2 set
+        base = int(known) & ~0b11000 if known is not None else 0b111  # type: ignore[arg-type]
+        values["temperature_sensor_presence_bitmask"] = base | presence
     return values
 
 
@@ -1147,7 +1148,9 @@ def device_info_values(reading: Reading, generation: str) -> Dict[str, object]:
 
 def _counter(reading: Reading, counter: Optional[int]) -> int:
     """Byte 5: as given, else the cell-info counter the reading was decoded from, else 0."""
-    return int(reading.extra.get("frame_counter", 0) if counter is None else counter)  # type: ignore[arg-type]
+    if counter is None:
+        counter = int(reading.extra.get("frame_counter", 0))  # type: ignore[arg-type]
+    return counter
 
 
 def encode_cell_info(reading: Reading, generation: str = JK02_32S,

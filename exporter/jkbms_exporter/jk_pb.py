@@ -85,7 +85,6 @@ BLOCK_READ_RANGES: Mapping[int, Tuple[Tuple[int, int], ...]] = {
     BLOCK_INFO: ((0x000, 0x38), (0x048, 0x28)),  # model … device name; date, serial, user data
 }
 
-#: Smallest block parts a Reading needs (status: up to the MOSFET states at 0xC0/0xC1).
 ADDRESS_MASK = 0xFF
 
 
@@ -301,7 +300,8 @@ def parse_request(frame: bytes) -> ModbusRequest:
         byte_count = frame[6]
         if len(frame) != 9 + byte_count or byte_count != 2 * count:
             raise LengthMismatchError(
-                "FC10 request of %d bytes with count %d and byte count %d" % (len(frame), count, byte_count), 6)
+                "FC10 request of %d bytes with count %d and byte count %d"
+                % (len(frame), count, byte_count), 6)
         return ModbusRequest(address, function, register, count, frame[7 : 7 + byte_count], frame)
     raise FrameError("function 0x%02X is not a request this protocol uses" % function, 1)
 
@@ -328,7 +328,8 @@ def parse_read_response(frame: bytes, request: Optional[bytes] = None) -> ReadRe
     if function != FUNCTION_READ_HOLDING:
         raise UnexpectedReplyError("function 0x%02X is not an FC03 response" % function, 1)
     if len(frame) != 5 + frame[2] or frame[2] % 2:
-        raise LengthMismatchError("byte count %d does not match a %d-byte response" % (frame[2], len(frame)), 2)
+        raise LengthMismatchError(
+            "byte count %d does not match a %d-byte response" % (frame[2], len(frame)), 2)
     data = frame[3:-2]
     if request is not None:
         asked = parse_request(request)
@@ -337,7 +338,8 @@ def parse_read_response(frame: bytes, request: Optional[bytes] = None) -> ReadRe
         if address != asked.address:
             raise UnexpectedReplyError("response from address %d, asked %d" % (address, asked.address), 0)
         if len(data) != 2 * asked.count:
-            raise UnexpectedReplyError("%d data bytes for a read of %d registers" % (len(data), asked.count), 2)
+            raise UnexpectedReplyError(
+                "%d data bytes for a read of %d registers" % (len(data), asked.count), 2)
     return ReadResponse(address, data, frame)
 
 
@@ -421,8 +423,9 @@ def parse_trigger_reply(data: bytes, address: Optional[int] = None,
         raise UnexpectedReplyError("acknowledgement of 0x%04X after a frame of type 0x%02X"
                                    % (ack.register, frame[jk02.TYPE_OFFSET]))
     if frame_type is not None and frame[jk02.TYPE_OFFSET] != frame_type:
-        raise UnexpectedReplyError("frame type 0x%02X, triggered 0x%02X" % (frame[jk02.TYPE_OFFSET], frame_type),
-                                   start + jk02.TYPE_OFFSET)
+        raise UnexpectedReplyError(
+            "frame type 0x%02X, triggered 0x%02X" % (frame[jk02.TYPE_OFFSET], frame_type),
+            start + jk02.TYPE_OFFSET)
     return TriggerReply(ack.address, ack.register, frame, found[1], start)
 
 
@@ -610,7 +613,7 @@ class BusDecoder:
             return [BusFrame(requested, frame, "request", requested)]
         return [BusFrame(None, frame, "none")]
 
-    def _on_event(self, event: Union[bytes, ModbusRequest, Ack, ReadResponse, ExceptionResponse]) -> List[BusEvent]:
+    def _on_event(self, event: Union[bytes, BusEvent]) -> List[BusEvent]:
         if isinstance(event, bytes):  # a 55AA frame
             events = self._release()
             trigger = self._last_trigger
@@ -748,9 +751,16 @@ def master_evidence(events: Iterable[BusEvent], own_requests: Iterable[bytes] = 
 def latest_frames_by_address(events: Iterable[BusEvent],
                              latest: Optional[Mapping[int, jk02.LatestFrames]] = None
                              ) -> Dict[int, jk02.LatestFrames]:
-    """Fold attributed bus frames into the latest frames of every pack (listen-only mode)."""
+    """Fold attributed bus frames into the latest frames of every pack (listen-only mode).
+
+    A frame of a type no table knows is skipped, so one odd frame cannot hide the others.
+    """
     result: Dict[int, jk02.LatestFrames] = dict(latest or {})
     for event in events:
         if isinstance(event, BusFrame) and event.address is not None:
-            result[event.address] = result.get(event.address, jk02.LatestFrames()).with_frame(event.decode())
+            try:
+                frame = event.decode()
+            except FrameError:
+                continue
+            result[event.address] = result.get(event.address, jk02.LatestFrames()).with_frame(frame)
     return result
