@@ -503,6 +503,15 @@ def test_fc03_settings_and_info_blocks() -> None:
     assert i["setup_pass"] not in repr(reading)
 
 
+def test_fc03_long_serial_is_text_not_a_number() -> None:
+    # a 15-character serial (hw 19A, spec §6) spans the 5 bytes ESPHome calls a passcode
+    info = be_block(0x90, {0x00: ("16s", b"JK-PB2A16S20P"), 0x50: ("16s", b"ABCDEFGHIJKLMNO")})
+    status = serve(jk_pb.BLOCK_STATUS, status_block_of(EXCHANGES["mppsolar_jkpb_20"]["expected"]))
+    reading = jk_pb.reading_from_blocks(status, info=serve(jk_pb.BLOCK_INFO, info))
+    assert reading.device.serial_number == "ABCDEFGHIJKLMNO"
+    assert reading.device.model == "JK-PB2A16S20P"
+
+
 def test_fc03_plan_never_reads_passcodes() -> None:
     for register, count in jk_pb.block_read_plan(jk_pb.BLOCK_INFO):
         start, end = register - jk_pb.BLOCK_INFO, register - jk_pb.BLOCK_INFO + 2 * count

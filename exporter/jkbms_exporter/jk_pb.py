@@ -499,7 +499,7 @@ def _swap_fields(source: bytes, rows: Sequence[jk02.Field], shift: int) -> bytea
     high word first, spec §2)."""
     out = bytearray(source)
     for row in rows:
-        if row.kind == "str" or row.width == 1:
+        if row.kind in ("str", "secret") or row.width == 1:  # text is sent in byte order
             continue
         for index in range(row.count):
             start = row.offset + shift + index * row.width
