@@ -206,3 +206,47 @@ def test_rules_avoid_promql_that_prometheus_2_42_and_3_disagree_on() -> None:
     for rule in all_rules():
         assert not re.search(r"\b(holt_winters|double_exponential_smoothing|info|sort_by_label"
                              r"|limitk|limit_ratio)\s*\(", rule["expr"]), rule["expr"]
+
+
+# -------------------------------------------------------- other chemistries (README)
+
+#: The sed recipes of the README section "Alert thresholds (NMC / LTO packs)": each
+#: threshold number sits once in its expr line and in its texts as "N.NN V".
+CHEMISTRY_RECIPES = {
+    "nmc": ("s/3\\.60 V/4.15 V/g; s/> 3\\.60$/> 4.15/; s/3\\.65 V/4.20 V/g; s/> 3\\.65$/> 4.20/; "
+            "s/2\\.80 V/3.30 V/g; s/< 2\\.80$/< 3.30/; s/2\\.50 V/3.00 V/g; s/< 2\\.50$/< 3.00/",
+            {"warning_high": 4.15, "critical_high": 4.20, "warning_low": 3.30, "critical_low": 3.00}),
+    "lto": ("s/2\\.80 V/2.00 V/g; s/< 2\\.80$/< 2.00/; s/2\\.50 V/1.80 V/g; s/< 2\\.50$/< 1.80/; "
+            "s/3\\.60 V/2.75 V/g; s/> 3\\.60$/> 2.75/; s/3\\.65 V/2.85 V/g; s/> 3\\.65$/> 2.85/",
+            {"warning_high": 2.75, "critical_high": 2.85, "warning_low": 2.00, "critical_low": 1.80}),
+}
+
+
+@pytest.mark.parametrize("chemistry", sorted(CHEMISTRY_RECIPES))
+def test_readme_threshold_recipe_changes_expressions_and_texts(promtool: str, tmp_path: Path,
+                                                               chemistry: str) -> None:
+    script, expected = CHEMISTRY_RECIPES[chemistry]
+    path = tmp_path / RULES_FILE.name
+    shutil.copy(RULES_FILE, path)
+    result = run(find_sed(), "-i", "-e", script, str(path))
+    assert result.returncode == 0, result.stderr
+    assert run(promtool, "check", "rules", str(path)).returncode == 0
+    rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]
+             if r.get("alert") in ("JkbmsCellOvervoltage", "JkbmsCellUndervoltage")]
+    found = {}
+    for rule in rules:
+        value = float(re.search(r"[<>] ([0-9.]+)", rule["expr"]).group(1))
+        high = "Overvoltage" in rule["alert"]
+        key = "%s_%s" % (rule["labels"]["severity"], "high" if high else "low")
+        found[key] = value
+        # the texts name the new limit, never the LiFePO4 one
+        texts = rule["annotations"]["summary"] + rule["annotations"]["description"]
+        assert "%.2f V" % value in texts, (chemistry, rule["alert"], texts)
+        assert not re.search(r"\b(3\.60|3\.65|2\.80|2\.50) V", texts.replace("%.2f V" % value, "")), texts
+    assert found == expected
+
+
+def find_sed() -> str:
+    from conftest import find_tool
+
+    return find_tool("sed")
