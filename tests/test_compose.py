@@ -179,13 +179,40 @@ def test_env_example_device_lines_are_valid_exporter_commands(tmp_path: Path) ->
     from jkbms_exporter.cli import build_parser
 
     examples = re.findall(r"^#(JKBMS_ARGS=.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE)
-    assert len(examples) >= 2
+    assert len(examples) >= 3
     for line in examples:
         args = command(compose_config(tmp_path, line + "\n")["services"]["exporter"])
         parsed = build_parser().parse_args(args)
-        assert parsed.command == "serve" and not parsed.simulate and parsed.device, line
+        assert parsed.command == "serve" and not parsed.simulate, line
+        assert parsed.device or parsed.config_file, line
         assert all("/dev/serial/by-id/" in d or d.split("=", 1)[1].startswith("socket://")
                    for d in parsed.device), "recommend by-id paths: %s" % line
+        if parsed.config_file:  # the file the example names is the one compose mounts
+            targets = [t for _, t in mounts(compose_config(tmp_path, "")["services"]["exporter"])]
+            assert parsed.config_file in targets, (parsed.config_file, targets)
+
+
+def test_config_file_switch_reads_the_mounted_file(tmp_path: Path, start_exporter) -> None:
+    """JKBMS_CONFIG + JKBMS_ARGS=--config.file: the packs of the user's file are read."""
+    simulator = Simulator("normal")
+    try:
+        user_file = tmp_path / "jkbms.yml"
+        user_file.write_text("packs:\n  - name: cabin\n    url: %s\n    labels:\n"
+                             "      site: lake\n" % simulator.url)
+        config = compose_config(tmp_path, "JKBMS_CONFIG=%s\nJKBMS_ARGS=--config.file "
+                                "/etc/jkbms/jkbms.yml\n" % user_file)
+        exporter_service = config["services"]["exporter"]
+        args = command(exporter_service)
+        index = args.index("--config.file") + 1
+        args[index] = str(host_path(exporter_service, args[index]))  # where it is on the host
+        assert args[index] == str(user_file)
+        text = start_exporter(*args[1:]).metrics()
+        assert re.search(r'jkbms_up\{pack="cabin",site="lake"\} 1\.0', text), text[:2000]
+    finally:
+        simulator.stop()
+    # by default the example file is mounted (and not used), so the mount never dangles
+    default = compose_config(tmp_path, "")["services"]["exporter"]
+    assert host_path(default, "/etc/jkbms/jkbms.yml").is_file()
 
 
 def test_env_switch_reads_a_real_device(tmp_path: Path, start_exporter) -> None:
