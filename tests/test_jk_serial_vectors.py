@@ -27,6 +27,8 @@ from test_jk_serial_helpers import (
     password_offset,
     reseal,
     spec_current,
+    spec_documented_range,
+    spec_rows,
     spec_section,
     spec_software_split,
 )
@@ -385,3 +387,59 @@ def test_reading_re_encodes_to_the_original_bytes(frame_id):
     encoded = jk_serial.encode_reading(reading, command=frame[8])
     assert encoded.hex() == _without_password(frame).hex()
     assert jk_serial.decode_reply(encoded) == reading
+
+
+# ----------------------------------------------------------------------------- spec prose vs real frames
+
+#: (frame, tag) whose value lies outside the range spec §6.2 documents. Real frames win:
+#: the decoder passes these through unclamped (tested in test_jk_serial_registers.py).
+OUTSIDE_DOCUMENTED_RANGE = {
+    ("esphome_14s_h6", 0x9C): 8,  # balance trigger delta, documented 10–1000 mV
+    ("powermon_4s_1121h", 0x9C): 5,
+    ("esphome_16s_bd6a17s6p_710h", 0x98): 300,  # discharge OCP delay, documented 1–60 s
+    ("esphome_faker_13s_h7", 0x98): 300,        # (the spec notes this one itself)
+    ("mppsolar_14s_b1a20s15p_11261", 0x98): 300,
+    ("opendtu_16s_b1a24s15p_1", 0x98): 300,
+    ("opendtu_16s_b1a24s15p_2", 0x98): 300,
+}
+
+
+def test_documented_setting_ranges_against_the_frames():
+    outside = {}
+    for frame in frames():
+        registers = jk_serial.walk_registers(info_of(frame_bytes(frame["id"])))
+        for tag, row in spec_rows().items():
+            documented = spec_documented_range(tag) if row.section == "6.2" else None
+            if documented and tag in registers and not documented[0] <= registers[tag] <= documented[1]:
+                outside[(frame["id"], tag)] = registers[tag]
+    assert outside == OUTSIDE_DOCUMENTED_RANGE
+
+
+def test_spec_statements_about_the_captures():
+    readings = {f["id"]: decode(f["id"]).reading for f in frames()}
+    registers = {f["id"]: jk_serial.walk_registers(info_of(frame_bytes(f["id"]))) for f in frames()}
+    # agree: 0x86 is 2, 0xAE is 1 in every capture; 0xC0 is 1 wherever present (§6.1–6.3)
+    assert {r[0x86] for r in registers.values()} == {2}
+    assert {r[0xAE] for r in registers.values()} == {1}
+    assert {r[0xC0] for r in registers.values() if 0xC0 in r} == {1}
+    # agree: every reply header is 4E 57 LL LL 00 00 00 00 CC 00 01, record number 0 (§2)
+    for frame_id in frame_ids():
+        frame = frame_bytes(frame_id)
+        assert frame[4:8] == bytes(4) and frame[9:11] == b"\x00\x01" and frame[-9:-5] == bytes(4)
+    # agree: information field = 3·cells + 223 bytes with all tags present (§6.4)
+    for frame_id, reading in readings.items():
+        if 0xC0 in registers[frame_id]:
+            assert len(info_of(frame_bytes(frame_id))) == 3 * reading.cells + 223
+    # DISAGREE (§8.1 "Real examples: 0x0008 (empty pack, SOC 0 %, discharge MOSFET off)"):
+    # the only SOC-0 capture, esphome_faker_13s_h7, has 0x8B = 0x0000 and 0x8C = 0x0008;
+    # no capture has 0x8B = 0x0008 (nor the 0x0200 example)
+    assert [fid for fid, r in registers.items() if r[0x85] == 0] == ["esphome_faker_13s_h7"]
+    assert (registers["esphome_faker_13s_h7"][0x8B], registers["esphome_faker_13s_h7"][0x8C]) == (0, 8)
+    assert not [fid for fid, r in registers.items() if r[0x8B] in (0x0008, 0x0200)]
+    # DISAGREE (§8.2 bit 3 "captures disagree with [vendor: 1 = normal]"): the vendor's own
+    # healthy 20S capture has bit 3 set (0x8C = 0x000B), as the vendor says
+    assert registers["vendor_example_20s_nw100"][0x8C] & 0x08
+    # DISAGREE (§6.3 0xBA "retail boards send 12 chars of user data + model"): in
+    # powermon_4s_1121h the last 12 characters are user text ("EddieBlueBMS"), not a model,
+    # and come out as device.model all the same
+    assert readings["powermon_4s_1121h"].device.model == "EddieBlueBMS"

@@ -93,10 +93,10 @@ REGISTERS: Tuple[Register, ...] = (
     Register(0x82, 2, "battery2_temperature", "temp", unit="celsius"),
     _u(0x83, 2, "pack_voltage", 0.01, "volts"),
     Register(0x84, 2, "current", "current", unit="amperes"),
-    _u(0x85, 1, "state_of_charge", 0.01, "ratio"),
+    _u(0x85, 1, "state_of_charge", 0.01, "ratio"),  # % → ratio
     _u(0x86, 1, "temperature_sensor_count"),
     _u(0x87, 2, "charge_cycles"),
-    _u(0x89, 4, "cycle_capacity", COULOMBS_PER_AMPERE_HOUR, "coulombs"),
+    _u(0x89, 4, "cycle_capacity", COULOMBS_PER_AMPERE_HOUR, "coulombs"),  # Ah (§11: not a float)
     _u(0x8A, 2, "cell_count"),
     _u(0x8B, 2, "alarm_bitmask"),
     _u(0x8C, 2, "status_bitmask"),
@@ -138,17 +138,18 @@ REGISTERS: Tuple[Register, ...] = (
     _u(0xAF, 1, "battery_type"),
     _set(0xB0, "sleep_wait", "seconds"),
     Register(0xB1, 1, "low_capacity_alarm", "u", 0.01, "ratio", setting=True),
-    Register(0xB2, 10, "password", "secret"),
+    Register(0xB2, 10, "password", "secret"),  # parsed past, never kept (spec §6.2, §10)
     _u(0xB3, 1, "dedicated_charger_switch"),
     # 6.3 identification
     Register(0xB4, 8, "device_id", "str"),
     Register(0xB5, 4, "manufacture_date", "str"),
+    # minutes, not seconds (spec §6.3: 0x0000E200 = 57856 min in vector esphome_14s_h6)
     _u(0xB6, 4, "runtime", 60.0, "seconds"),
     Register(0xB7, 15, "software_version", "str"),
     _u(0xB8, 1, "start_current_calibration"),
     _u(0xB9, 4, "actual_capacity", COULOMBS_PER_AMPERE_HOUR, "coulombs"),
-    Register(0xBA, 24, "manufacturer_id", "str"),
-    _u(0xC0, 1, "protocol_version"),
+    Register(0xBA, 24, "manufacturer_id", "str"),  # NULs inside are data (decode_text)
+    _u(0xC0, 1, "protocol_version"),  # selects the 0x84 encoding (decode_current)
 )
 
 REGISTER_BY_TAG: Dict[int, Register] = {row.tag: row for row in REGISTERS}
@@ -308,21 +309,25 @@ _VENDOR_MANUFACTURER_ID = re.compile(r"BT[0-9A-Z]{22}")
 
 
 def model_from_manufacturer_id(raw: bytes) -> str:
-    """0xBA: retail boards put 12 bytes of user data, then the model (``JK_B1A24S15P``);
-    the vendor's own example is a 24-character production code with no model in it."""
+    """0xBA: retail boards put 12 bytes of user data, then the model (spec §6.3; vectors
+    mppsolar_14s_b1a20s15p_11261 ``Input UserdaJK_B1A20S15P``, opendtu_16s_b1a24s15p_1
+    ``beki`` + 8 NULs + ``JK_B1A24S15P``); the vendor's own format (vectors esphome_*:
+    ``BT3072020120000200521001``) is a 24-character production code with no model in it."""
     if _VENDOR_MANUFACTURER_ID.fullmatch(raw.decode("ascii", errors="replace")):
         return ""
     return decode_text(raw[12:])
 
 
 def format_manufacture_date(text: str) -> str:
-    """0xB5 ``YYMM`` → ``20YY-MM``; anything else is kept as sent."""
+    """0xB5 ``YYMM`` → ``20YY-MM`` (spec §6.3: ``2306`` = June 2023); anything else is kept
+    as sent."""
     if len(text) == 4 and text.isdigit():
         return "20%s-%s" % (text[:2], text[2:])
     return text
 
 
 def parse_manufacture_date(text: str) -> str:
+    """Inverse of :func:`format_manufacture_date`."""
     match = re.fullmatch(r"20(\d\d)-(\d\d)", text)
     return match.group(1) + match.group(2) if match else text
 
