@@ -124,12 +124,14 @@ if _REQUEST_LOG.exists():
 
 def non_read_requests(lines: List[str]) -> List[str]:
     """The logged frames that are not read requests of a protocol we speak."""
-    from jkbms_exporter import jk_serial
+    from jkbms_exporter import jk_pb, jk_serial
     from jkbms_exporter.errors import FrameError
 
     bad = []
     for line in lines:
         frame = bytes.fromhex(line)
+        if jk_pb.is_read_only_request(frame):
+            continue
         try:
             request = jk_serial.parse_request(frame)
         except FrameError:

@@ -137,11 +137,8 @@ def test_requests_on_one_port_keep_the_bms_gap(servers: List) -> None:
     pack.close()
 
 
-def test_packs_on_one_url_share_one_transport_and_lock(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jkbms_exporter import config
+def test_packs_on_one_url_share_one_transport_and_lock() -> None:
 
-    # bus protocols (jk-pb) share a port; the sharing itself does not depend on the protocol
-    monkeypatch.setattr(config, "SUPPORTED_PROTOCOLS", ("jk-serial", "jk-pb"))
     a, b, c = build_packs([PackConfig("a", "socket://127.0.0.1:1", protocol="jk-pb", address=1),
                            PackConfig("b", "socket://127.0.0.1:1", protocol="jk-pb", address=2),
                            PackConfig("c", "socket://127.0.0.1:2")])

@@ -20,12 +20,21 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__, jk_serial
 from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
-from .config import ConfigError, PackConfig, build_packs, load_config_file, parse_device_flag
+from .config import (
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
+    ConfigError,
+    PackConfig,
+    build_packs,
+    load_config_file,
+    parse_device_flag,
+)
 from .errors import JkbmsError
 from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_listen_address
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import reading_to_json
 from .pack import DEFAULT_READ_TIMEOUT
+from .pb_bus import DEFAULT_REPLY_TIMEOUT
 from .report import render_reading
 from .simulator import (
     FAULTS,
@@ -96,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     def link_flags(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE,
                          help="baud rate of serial devices (default: %d)" % DEFAULT_BAUDRATE)
-        sub.add_argument("--read-timeout", type=_positive(float), default=DEFAULT_READ_TIMEOUT,
-                         help="seconds to wait for a complete reply (default: %g)"
-                         % DEFAULT_READ_TIMEOUT)
+        sub.add_argument("--read-timeout", type=_positive(float), default=None,
+                         help="seconds to wait for one complete reply (default: %g for "
+                         "jk-serial, %g for jk-pb)" % (DEFAULT_READ_TIMEOUT, DEFAULT_REPLY_TIMEOUT))
 
     serve = commands.add_parser(
         "serve", help="serve /metrics for one or more packs",
@@ -145,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("url", metavar="URL", help="device path or URL, as for serve --device")
     read.add_argument("--json", action="store_true", help="print JSON instead of a table")
     read.add_argument("--raw", action="store_true", help="also print the reply frame in hex")
+    read.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                      help="jk-serial (4E57, the default), jk-pb (RS-485 bus) or auto")
+    read.add_argument("--address", type=int, metavar="N",
+                      help="JK-PB DIP address 1-15 (with --protocol jk-pb or auto)")
     link_flags(read)
     logging_flags(read)
 
@@ -263,7 +276,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    config = PackConfig("1", args.url, args.baud, args.read_timeout)
+    if args.protocol == "jk-pb" and args.address is None:
+        raise UsageError("read: --protocol jk-pb needs --address (the pack's DIP address 1-15)")
+    if args.address is not None and not 1 <= args.address <= 15:
+        raise UsageError("read: --address %d: JK-PB DIP addresses 1-15 answer requests"
+                         % args.address)
+    config = PackConfig("1", args.url, args.baud, args.read_timeout, protocol=args.protocol,
+                        address=args.address if args.protocol != "jk-serial" else None)
     (pack,) = build_packs([config])
     try:
         reading, frame = pack.read()

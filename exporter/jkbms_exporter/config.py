@@ -18,8 +18,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .pack import DEFAULT_READ_TIMEOUT, JkSerialProtocol, Pack
-from .transport import DEFAULT_BAUDRATE, SerialTransport
+from .pack import DEFAULT_READ_TIMEOUT, AutoProtocol, JkSerialProtocol, Pack, ReadProtocol
+from .pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
+from .transport import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport
 
 #: Pack names become the ``pack`` label: keep them to what reads well in PromQL and URLs.
 _PACK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -33,9 +34,6 @@ RESERVED_LABELS = frozenset((
 ))
 PROTOCOLS = ("jk-serial", "jk-pb", "auto")
 DEFAULT_PROTOCOL = "jk-serial"
-#: Protocols this build can read; the others are accepted by the file format but refused
-#: at start with a clear message.
-SUPPORTED_PROTOCOLS = ("jk-serial",)
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -48,7 +46,8 @@ class PackConfig:
     name: str
     url: str
     baudrate: int = DEFAULT_BAUDRATE
-    read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: Seconds to wait for one complete reply; ``None``: the protocol's default.
+    read_timeout: Optional[float] = None
     verify_checksum: bool = True
     protocol: str = DEFAULT_PROTOCOL
     #: JK-PB DIP address 1–15; ``None`` for point-to-point protocols.
@@ -211,10 +210,11 @@ def _pack_from(mapping: _Mapping, defaults: Mapping[str, Any], index: int, where
     baud = _field(values.get("baud", DEFAULT_BAUDRATE), "int", fail_at("baud"))
     if baud <= 0:
         raise fail_at("baud")("must be greater than 0")
-    read_timeout = _field(values.get("read_timeout", DEFAULT_READ_TIMEOUT), "float",
-                          fail_at("read_timeout"))
-    if read_timeout <= 0:
-        raise fail_at("read_timeout")("must be greater than 0")
+    read_timeout = values.get("read_timeout")
+    if read_timeout is not None:
+        read_timeout = _field(read_timeout, "float", fail_at("read_timeout"))
+        if read_timeout <= 0:
+            raise fail_at("read_timeout")("must be greater than 0")
     labels = _labels(values.get("labels") or {}, fail_at("labels"), environ)
     return PackConfig(
         name=name,
@@ -303,6 +303,10 @@ def load_config_file(path: str) -> List[PackConfig]:
 # ----------------------------------------------------------------------------- building
 
 
+def _shares_bus(config: PackConfig) -> bool:
+    return config.protocol in ("jk-pb", "auto") and config.address is not None
+
+
 def check_configs(configs: Sequence[PackConfig]) -> None:
     """Rules across packs: unique names; packs on one URL share a baud rate; a point-to-point
     protocol owns its port; bus addresses are unique."""
@@ -323,7 +327,7 @@ def check_configs(configs: Sequence[PackConfig]) -> None:
         names = ", ".join(c.name for c in group)
         if len({c.baudrate for c in group}) > 1:
             raise ConfigError("packs %s on %s ask for different baud rates" % (names, url))
-        if any(c.protocol != "jk-pb" for c in group):
+        if not all(_shares_bus(c) for c in group):
             raise ConfigError(
                 "packs %s share %s: only jk-pb packs (addresses 1-15) can share a bus; "
                 "a jk-serial BMS needs a port of its own" % (names, url))
@@ -333,28 +337,43 @@ def check_configs(configs: Sequence[PackConfig]) -> None:
 
 
 def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
-    """Packs with one shared :class:`SerialTransport` per URL."""
+    """Packs with one shared transport per URL, and one :class:`PbBus` per JK-PB bus."""
     check_configs(configs)
     transports: Dict[str, SerialTransport] = {}
+    buses: Dict[str, PbBus] = {}
     packs: List[Pack] = []
     for config in configs:
-        if config.protocol not in SUPPORTED_PROTOCOLS:
-            raise ConfigError("pack %s (%s): protocol %s is not supported by this version"
-                              % (config.name, config.origin or config.url, config.protocol))
         transport = transports.get(config.url)
         if transport is None:
             transport = transports[config.url] = SerialTransport(
-                config.url, baudrate=config.baudrate
+                config.url, baudrate=config.baudrate,
+                min_gap=BUS_GAP if _shares_bus(config) or config.protocol == "jk-pb"
+                else DEFAULT_MIN_GAP,
             )
+        serial = JkSerialProtocol(verify_checksum=config.verify_checksum)
+        protocol: ReadProtocol = serial
+        read_timeout = config.read_timeout or DEFAULT_READ_TIMEOUT
+        if config.protocol in ("jk-pb", "auto") and config.address is not None:
+            bus = buses.get(config.url)
+            if bus is None:
+                bus = buses[config.url] = PbBus(
+                    transport, verify_checksum=config.verify_checksum,
+                    reply_timeout=config.read_timeout or DEFAULT_REPLY_TIMEOUT)
+            pb = JkPbProtocol(bus, config.address)
+            protocol = pb if config.protocol == "jk-pb" else AutoProtocol(serial, pb)
+            # one reply may take read_timeout; the pack as a whole may need to listen to a
+            # bus master's whole polling cycle
+            read_timeout = max(read_timeout, LISTEN_WINDOW + 1.0)
+        elif config.protocol == "auto":
+            protocol = AutoProtocol(serial, None)
         packs.append(
             Pack(
                 name=config.name,
                 transport=transport,
-                protocol=JkSerialProtocol(verify_checksum=config.verify_checksum),
-                read_timeout=config.read_timeout,
+                protocol=protocol,
+                read_timeout=read_timeout,
                 invert_current=config.invert_current,
                 labels=config.labels,
             )
         )
     return packs
-

@@ -13,6 +13,7 @@ A *protocol* is anything with a ``name`` and ``read(transport, deadline)`` retur
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -23,9 +24,11 @@ except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment,misc]
 
 from . import jk_serial
-from .errors import FrameError, ReadTimeout, TransportError
+from .errors import FrameError, JkbmsError, ReadTimeout, TransportError
 from .reading import Reading
 from .transport import SerialTransport
+
+log = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT = 1.0
 
@@ -61,6 +64,37 @@ class JkSerialProtocol:
                 attempt += 1
                 if attempt > self.retries or deadline - time.monotonic() <= 0:
                     raise
+
+
+class AutoProtocol:
+    """``protocol: auto``: the first read tries the 4E57 read-all, then (when the pack has a
+    bus address) a JK-PB trigger; whichever answers is used from then on."""
+
+    name = "auto"
+
+    def __init__(self, serial: JkSerialProtocol, bus: Optional[ReadProtocol]) -> None:
+        self.candidates = [serial] + ([bus] if bus is not None else [])
+        self.detected: Optional[ReadProtocol] = None
+
+    def read(self, transport: Any, deadline: float) -> Tuple[Reading, bytes]:
+        if self.detected is not None:
+            return self.detected.read(transport, deadline)
+        failures = []
+        for index, candidate in enumerate(self.candidates):
+            last = index == len(self.candidates) - 1
+            own = deadline if last else min(deadline, time.monotonic() + DEFAULT_READ_TIMEOUT)
+            try:
+                result = candidate.read(transport, own)
+            except JkbmsError as error:
+                failures.append("%s: %s" % (candidate.name, error))
+                if last:
+                    raise type(error)("; ".join(failures)) if isinstance(error, ReadTimeout) \
+                        else error
+                continue
+            self.detected = candidate
+            log.info("%s speaks the %s protocol", getattr(transport, "url", "?"), candidate.name)
+            return result
+        raise ReadTimeout("no protocol to try")  # pragma: no cover - candidates is never empty
 
 
 @dataclass

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
-from . import jk_serial
+from . import jk02, jk_pb, jk_serial
 from .errors import FrameError
 from .reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
 
@@ -83,6 +83,31 @@ _SETTINGS = (
 )
 
 
+_JK_B_DEVICE = DeviceInfo(
+    protocol=jk_serial.PROTOCOL_NAME,
+    protocol_version="1",
+    model="JK_B2A24S20P",
+    hardware_version="11.XW",
+    software_version="11.26",
+    device_id="SimBMS01",
+    manufacture_date="2024-05",
+    battery_type="lifepo4",
+)
+
+
+def jk_pb_device(address: int) -> DeviceInfo:
+    """The identity of a simulated JK-PB pack at DIP ``address``."""
+    return DeviceInfo(
+        protocol=jk_pb.PROTOCOL_NAME,
+        model="JK_PB2A16S20P",
+        hardware_version="19A",
+        software_version="19.09",
+        device_id="SimPB%02d" % address,
+        manufacture_date="2025-03",
+        serial_number="5100%06d" % (424242 + address),
+    )
+
+
 def _ocv(soc: float) -> float:
     soc = min(1.0, max(0.0, soc))
     for (s0, v0), (s1, v1) in zip(_LFP_OCV, _LFP_OCV[1:]):
@@ -101,6 +126,7 @@ class SimulatedBms:
         capacity_ah: float = 280.0,
         seed: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
+        device: Optional[DeviceInfo] = None,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError("unknown scenario %r (choose from %s)" % (scenario, ", ".join(SCENARIOS)))
@@ -108,6 +134,7 @@ class SimulatedBms:
             raise ValueError("cells must be 1…32, got %d" % cells)
         self.cells = cells
         self.scenario = scenario
+        self.device = device or _JK_B_DEVICE
         self.capacity_ah = capacity_ah
         self._clock = clock
         self._random = random.Random(seed)
@@ -203,19 +230,13 @@ class SimulatedBms:
             alarms={name: bool(alarm_bits >> bit & 1) for bit, name in enumerate(jk_serial.ALARM_BITS)},
             status_bitmask=status,
             settings=settings,
-            device=DeviceInfo(
-                protocol=jk_serial.PROTOCOL_NAME,
-                protocol_version="1",
-                model="JK_B2A24S20P",
-                hardware_version="11.XW",
-                software_version="11.26",
-                device_id="SimBMS01",
-                manufacture_date="2024-05",
-                battery_type="lifepo4",
-            ),
+            device=self.device,
         )
 
     # ---------------------------------------------------------------- protocol
+
+    #: Where the next request frame is in the bytes received (the stream server's framing).
+    locate = staticmethod(jk_serial.locate_frame)
 
     def handle(self, frame: bytes) -> Optional[bytes]:
         """The reply to one request frame, or ``None`` when a real BMS would stay silent."""
@@ -252,6 +273,8 @@ class ReplayBms:
         self._next = 0
         self.requests: Deque[jk_serial.Request] = deque(maxlen=_KEEP_REQUESTS)
 
+    locate = staticmethod(jk_serial.locate_frame)
+
     def handle(self, frame: bytes) -> Optional[bytes]:
         try:
             request = jk_serial.parse_request(frame)
@@ -263,6 +286,102 @@ class ReplayBms:
         reply = self.frames[self._next % len(self.frames)]
         self._next += 1
         return reply
+
+
+def locate_modbus_request(buffer: bytes) -> Tuple[int, Optional[int]]:
+    """Where the next CRC-valid FC 0x03 (8 bytes) or FC 0x10 trigger-sized (11 bytes) Modbus
+    request starts in ``buffer``, like a slave's receiver hunting for its frames."""
+    sizes = {jk_pb.FUNCTION_READ_HOLDING: jk_pb.READ_REQUEST_SIZE,
+             jk_pb.FUNCTION_WRITE_MULTIPLE: jk_pb.TRIGGER_REQUEST_SIZE}
+    for start in range(len(buffer)):
+        if start + 1 >= len(buffer):
+            return start, None
+        size = sizes.get(buffer[start + 1])
+        if size is None:
+            continue
+        if len(buffer) - start < size:
+            return start, None
+        if jk_pb.crc_ok(buffer[start : start + size]):
+            return start, size
+    return len(buffer), None
+
+
+class PbBusBms:
+    """JK-PB packs daisy-chained on one RS-485 bus, each at its DIP address.
+
+    They answer FC 0x10 triggers with their 55AA frame plus acknowledgement and FC 0x03
+    block reads, as in the captures; addresses with no pack stay silent. With ``master``,
+    a pack at DIP 0 owns the bus: it answers nobody and :meth:`master_traffic` produces
+    what it puts on the wire (its triggers, the packs' replies, its own broadcasts).
+    """
+
+    locate = staticmethod(locate_modbus_request)
+
+    def __init__(self, packs: Dict[int, SimulatedBms], padded: bool = False,
+                 master: bool = False, answer_fc03: bool = True,
+                 answer_triggers: bool = True) -> None:
+        for address in packs:
+            if not jk_pb.MIN_SLAVE_ADDRESS <= address <= jk_pb.MAX_SLAVE_ADDRESS:
+                raise ValueError("DIP address %d: packs answer at 1-15" % address)
+        self.packs = dict(packs)
+        self.padded = padded
+        self.master = master
+        self.answer_fc03 = answer_fc03
+        self.answer_triggers = answer_triggers
+        self.requests: Deque[jk_pb.ModbusRequest] = deque(maxlen=_KEEP_REQUESTS)
+        self._counter = 0
+        self.master_bms = SimulatedBms(cells=16, seed=0, device=jk_pb_device(0))
+
+    def _frame(self, bms: SimulatedBms, frame_type: int) -> bytes:
+        self._counter = (self._counter + 1) & 0xFF
+        encode = {jk02.FRAME_CELL_INFO: jk02.encode_cell_info,
+                  jk02.FRAME_SETTINGS: jk02.encode_settings,
+                  jk02.FRAME_DEVICE_INFO: jk02.encode_device_info}[frame_type]
+        return encode(bms.reading(), jk_pb.GENERATION, self._counter)
+
+    def handle(self, frame: bytes) -> Optional[bytes]:
+        try:
+            request = jk_pb.parse_request(frame)
+        except FrameError:
+            return None
+        self.requests.append(request)
+        bms = self.packs.get(request.address)
+        if bms is None or self.master:
+            return None  # absent, or the master owns the bus and the slaves answer only it
+        if request.trigger_frame_type is not None:
+            if not self.answer_triggers:
+                return None
+            reply = self._frame(bms, request.trigger_frame_type)
+            return jk_pb.encode_trigger_reply(request.address, reply, self.padded)
+        if request.function == jk_pb.FUNCTION_READ_HOLDING and self.answer_fc03:
+            for block, frame_type in jk_pb.FRAME_TYPE_BY_BLOCK.items():
+                offset = request.register - block
+                if 0 <= offset < 0x200:
+                    _, data = jk_pb.frame_to_block(self._frame(bms, frame_type))
+                    data = data.ljust(offset + 2 * request.count, b"\x00")
+                    return jk_pb.encode_read_response(
+                        request.address, data[offset : offset + 2 * request.count])
+        return None  # a write, or a register nobody has: a real pack ignores it too
+
+    def master_traffic(self) -> List[Tuple[bytes, float]]:
+        """One polling cycle of a DIP-0 master: (bytes on the wire, pause after them)."""
+        pieces: List[Tuple[bytes, float]] = []
+        for address in range(1, jk_pb.MAX_SLAVE_ADDRESS + 1):
+            request = jk_pb.trigger_request(address, jk02.FRAME_CELL_INFO)
+            bms = self.packs.get(address)
+            if bms is None:
+                pieces.append((request, 0.02))  # probed, nobody answers
+                continue
+            pieces.append((request, 0.03))
+            pieces.append((jk_pb.encode_trigger_reply(
+                address, self._frame(bms, jk02.FRAME_CELL_INFO), self.padded), 0.05))
+            settings = jk_pb.trigger_request(address, jk02.FRAME_SETTINGS)
+            pieces.append((settings, 0.03))
+            pieces.append((jk_pb.encode_trigger_reply(
+                address, self._frame(bms, jk02.FRAME_SETTINGS), self.padded), 0.05))
+        own = self._frame(self.master_bms, jk02.FRAME_CELL_INFO)
+        pieces.append((own + jk_pb.encode_ack(jk_pb.MASTER_ADDRESS, jk_pb.TRIGGER_CELL_INFO), 0.2))
+        return pieces
 
 
 # -------------------------------------------------------------------- faults
@@ -333,7 +452,7 @@ class _StreamServer:
     :attr:`fault` may be changed at any time, from any thread.
     """
 
-    def __init__(self, bms: "SimulatedBms | ReplayBms", latency: float = DEFAULT_LATENCY,
+    def __init__(self, bms: "SimulatedBms | ReplayBms | PbBusBms", latency: float = DEFAULT_LATENCY,
                  baudrate: Optional[int] = DEFAULT_BAUDRATE, fault: str = "none",
                  seed: Optional[int] = None) -> None:
         self.bms = bms
@@ -352,7 +471,7 @@ class _StreamServer:
 
     def _answer(self, buffer: bytearray, write: Callable[[bytes], None]) -> None:
         while True:
-            start, size = jk_serial.locate_frame(bytes(buffer))
+            start, size = self.bms.locate(bytes(buffer))
             del buffer[:start]
             if size is None or len(buffer) < size:
                 return
@@ -384,6 +503,26 @@ class _StreamServer:
             write(piece)
             time.sleep(len(piece) * byte_time)
 
+    def _start_master(self) -> None:
+        """A bus master in the simulated device puts its own traffic on the line (it may
+        join or leave at run time through ``bms.master``)."""
+        if hasattr(self.bms, "master_traffic"):
+            self._spawn(self._run_master)
+
+    def _run_master(self) -> None:
+        while not self._stop.is_set():
+            if not self.bms.master:  # type: ignore[union-attr]  # the master left the bus
+                time.sleep(0.05)
+                continue
+            for data, pause in self.bms.master_traffic():  # type: ignore[union-attr]
+                if self._stop.is_set():
+                    return
+                self._send(data, self._broadcast)
+                time.sleep(pause)
+
+    def _broadcast(self, data: bytes) -> None:
+        raise NotImplementedError
+
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name="jkbms-sim")
         thread.start()
@@ -411,7 +550,7 @@ class PtySimulator(_StreamServer):
     the same link (the adapter is back).
     """
 
-    def __init__(self, bms: "SimulatedBms | ReplayBms", link: Optional[str] = None,
+    def __init__(self, bms: "SimulatedBms | ReplayBms | PbBusBms", link: Optional[str] = None,
                  **kwargs: object) -> None:
         super().__init__(bms, **kwargs)  # type: ignore[arg-type]
         self._link = link
@@ -442,7 +581,12 @@ class PtySimulator(_StreamServer):
 
     def start(self) -> "PtySimulator":
         self._spawn(self._run)
+        self._start_master()
         return self
+
+    def _broadcast(self, data: bytes) -> None:
+        if self._plugged.is_set():
+            self._write(data)
 
     def unplug(self) -> None:
         """The adapter vanishes: the terminal closes (readers get an error) and the path goes."""
@@ -508,7 +652,8 @@ class TcpSimulator(_StreamServer):
     listening (gateway rebooting); :meth:`restore` listens on the same port again.
     """
 
-    def __init__(self, bms: "SimulatedBms | ReplayBms", host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, bms: "SimulatedBms | ReplayBms | PbBusBms", host: str = "127.0.0.1",
+                 port: int = 0,
                  max_clients: Optional[int] = None, **kwargs: object) -> None:
         super().__init__(bms, **kwargs)  # type: ignore[arg-type]
         self.max_clients = max_clients
@@ -530,7 +675,17 @@ class TcpSimulator(_StreamServer):
 
     def start(self) -> "TcpSimulator":
         self._spawn(self._accept, self._server)
+        self._start_master()
         return self
+
+    def _broadcast(self, data: bytes) -> None:
+        with self._clients_lock:
+            clients = list(self._clients)
+        for client in clients:
+            try:
+                client.sendall(data)
+            except OSError:
+                pass
 
     def reset(self) -> None:
         """Drop every client with a TCP reset and stop listening."""

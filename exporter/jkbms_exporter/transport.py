@@ -199,6 +199,23 @@ class SerialTransport:
                 buffer += chunk
                 last_byte = self._clock()
 
+    def listen(self, duration: float, on_chunk: Callable[[bytes], bool]) -> None:
+        """Receive without sending for up to ``duration`` seconds (a bus owned by another
+        master, or a check that the bus is quiet). ``on_chunk`` gets every chunk as it
+        arrives and returns True to stop early. Callers must hold :attr:`lock`."""
+        port = self._port or self._open()
+        deadline = self._clock() + duration
+        try:
+            while self._clock() < deadline:
+                chunk = port.read(max(1, min(4096, port.in_waiting or 1)))
+                if chunk:
+                    self._last_activity = self._clock()
+                    if on_chunk(bytes(chunk)):
+                        return
+        except PORT_ERRORS as error:
+            raise self._fail(error, "listening on") from error
+        self._backoff = 0.0
+
     def _on_success(self) -> None:
         self._last_activity = self._clock()
         self._backoff = 0.0
