@@ -206,3 +206,25 @@ def test_default_pack_names_follow_the_order(start_exporter, tmp_path: Path) -> 
     text = exporter.metrics()
     for name in ("1", "x", "3"):
         assert 'jkbms_up{pack="%s"} 0.0' % name in text
+
+
+def test_read_raw_blanks_the_password_and_stays_decodable(vectors_4e57: dict) -> None:
+    from jkbms_exporter.simulator import ReplayBms, TcpSimulator
+
+    frame = vector(vectors_4e57, "esphome_14s_h6")  # its 0xB2 holds "123456"
+    raw = bytes.fromhex(frame["response_hex"])
+    assert b"123456" in raw
+    sim = TcpSimulator(ReplayBms([raw]), latency=0.01).start()
+    try:
+        table = run("read", sim.url, "--raw")
+        document = json.loads(run("read", sim.url, "--raw", "--json").stdout)
+    finally:
+        sim.stop()
+    assert table.returncode == 0, table.stderr
+    shown = bytes.fromhex(document["frame_hex"])
+    assert b"123456" not in shown and "31 32 33 34 35 36" not in table.stdout
+    assert len(shown) == len(raw) and sum(a != b for a, b in zip(shown, raw)) == 6 + 2
+    decoded = run("decode", "--json", document["frame_hex"])  # checksum still valid
+    assert decoded.returncode == 0, decoded.stderr
+    assert json.loads(decoded.stdout)["cell_voltage_volts"] == pytest.approx(
+        frame["expected"]["cell_voltages_v"])

@@ -39,10 +39,12 @@ from .report import render_reading
 from .simulator import (
     FAULTS,
     SCENARIOS,
+    PbBusBms,
     PtySimulator,
     SimulatedBms,
     TcpSimulator,
     fault_help,
+    jk_pb_device,
     scenario_help,
 )
 from .transport import DEFAULT_BAUDRATE
@@ -127,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scenario of the simulated BMS: " + scenario_help())
     serve.add_argument("--simulate.cells", dest="simulate_cells", type=_cells, default=16,
                        metavar="N", help="cells of the simulated BMS (default: 16)")
+    serve.add_argument("--simulate.protocol", dest="simulate_protocol", default="jk-serial",
+                       choices=("jk-serial", "jk-pb"),
+                       help="jk-serial: one JK-B BMS as pack 'sim' (default); jk-pb: a simulated "
+                       "RS-485 bus of --simulate.packs JK-PB packs, sim1 … simN at DIP 1 … N")
+    serve.add_argument("--simulate.packs", dest="simulate_packs", type=int, default=2,
+                       metavar="N", help="packs on the simulated JK-PB bus (default: 2)")
     serve.add_argument("--simulate.fault", dest="simulate_fault", default="none",
                        choices=list(FAULTS), metavar="FAULT",
                        help="link fault of the simulated BMS: " + fault_help())
@@ -183,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve on a pseudo-terminal and print its path (the default)")
     where.add_argument("--listen", metavar="HOST:PORT",
                        help="act as a transparent TCP serial gateway on HOST:PORT")
+    simulate.add_argument("--protocol", choices=("jk-serial", "jk-pb"), default="jk-serial",
+                          help="jk-serial: one JK-B BMS (4E57, the default); jk-pb: JK-PB packs "
+                          "on an RS-485 bus at --addresses")
+    simulate.add_argument("--addresses", default="1,2", metavar="A,B,…",
+                          help="with --protocol jk-pb: DIP addresses of the packs (default: 1,2)")
+    simulate.add_argument("--master", action="store_true",
+                          help="with --protocol jk-pb: a pack at DIP 0 owns the bus and polls "
+                          "the others (the exporter must then only listen)")
     simulate.add_argument("--cells", type=_cells, default=16, help="number of cells (default: 16)")
     simulate.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS),
                           metavar="NAME", help=scenario_help())
@@ -232,10 +248,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     simulator: Optional[PtySimulator] = None
     if args.simulate:
-        bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
-        simulator = PtySimulator(bms, fault=args.simulate_fault)
-        configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
-                                  args.read_timeout))
+        if args.simulate_protocol == "jk-pb":
+            if not 1 <= args.simulate_packs <= 15:
+                raise UsageError("--simulate.packs %d: a JK-PB bus has 1-15 packs"
+                                 % args.simulate_packs)
+            addresses = list(range(1, args.simulate_packs + 1))
+            bms: object = simulated_bus(addresses, args.simulate_cells, args.simulate_scenario)
+            simulator = PtySimulator(bms, fault=args.simulate_fault, latency=PB_LATENCY)
+            configs.extend(
+                PackConfig("%s%d" % (SIMULATED_PACK, address), simulator.path, DEFAULT_BAUDRATE,
+                           args.read_timeout, protocol="jk-pb", address=address)
+                for address in addresses)
+        else:
+            bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
+            simulator = PtySimulator(bms, fault=args.simulate_fault)
+            configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
+                                      args.read_timeout))
     try:
         packs = build_packs(configs)
         poller = Poller(packs, min_interval=args.min_interval, scrape_timeout=args.scrape_timeout)
@@ -256,8 +284,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                        error.strerror or error)) from None
     if simulator is not None:
         simulator.start()
-        log.info("simulated %dS BMS (scenario %s, fault %s) on %s", args.simulate_cells,
-                 args.simulate_scenario, args.simulate_fault, simulator.path)
+        log.info("simulated %s %dS (scenario %s, fault %s) on %s", args.simulate_protocol,
+                 args.simulate_cells, args.simulate_scenario, args.simulate_fault,
+                 simulator.path)
     thread = threading.Thread(target=server.serve_forever, name="jkbms-http", daemon=True)
     thread.start()
     log.info("jkbms-exporter %s listening on %s, metrics at %s, packs: %s", __version__,
@@ -288,7 +317,8 @@ def cmd_read(args: argparse.Namespace) -> int:
         reading, frame = pack.read()
     finally:
         pack.close()
-    _print_reading(reading, args.json, port=args.url, frame=frame if args.raw else b"")
+    shown = jk_serial.redact_password(frame) if args.raw and frame else b""
+    _print_reading(reading, args.json, port=args.url, frame=shown)
     return EXIT_OK
 
 
@@ -325,9 +355,40 @@ def _print_reading(reading: jk_serial.Reading, as_json: bool, port: str = "",
         sys.stdout.write(render_reading(reading, port, frame))
 
 
+#: Answer latency of a simulated JK-PB (spec §5: ~260 ms per pack for two triggers).
+PB_LATENCY = 0.05
+
+
+def simulated_bus(addresses: Sequence[int], cells: int, scenario: str,
+                  master: bool = False) -> PbBusBms:
+    """JK-PB packs at ``addresses``; the first one runs ``scenario``, the others are healthy."""
+    return PbBusBms({
+        address: SimulatedBms(cells=cells, scenario=scenario if index == 0 else "normal",
+                              seed=address, device=jk_pb_device(address))
+        for index, address in enumerate(addresses)
+    }, master=master)
+
+
+def _addresses(text: str) -> List[int]:
+    try:
+        addresses = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError("--addresses %r: a comma-separated list of 1-15" % text) from None
+    if not addresses or any(not 1 <= a <= 15 for a in addresses) or \
+            len(set(addresses)) != len(addresses):
+        raise UsageError("--addresses %r: distinct DIP addresses 1-15" % text)
+    return addresses
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    bms = SimulatedBms(cells=args.cells, scenario=args.scenario)
-    options = dict(latency=args.latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None,
+    latency = args.latency
+    if args.protocol == "jk-pb":
+        bms: object = simulated_bus(_addresses(args.addresses), args.cells, args.scenario,
+                                    args.master)
+        latency = min(latency, PB_LATENCY)
+    else:
+        bms = SimulatedBms(cells=args.cells, scenario=args.scenario)
+    options = dict(latency=latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None,
                    fault=args.fault)
     if args.listen:
         try:
@@ -345,7 +406,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         server = PtySimulator(bms, link=args.link, **options).start()
         where = server.path  # type: ignore[attr-defined]
     print(where, flush=True)
-    log.info("simulated %dS BMS (scenario %s) answering on %s", args.cells, args.scenario, where)
+    log.info("simulated %s %dS (scenario %s) answering on %s", args.protocol, args.cells,
+             args.scenario, where)
     try:
         _wait_for_signal()
     finally:

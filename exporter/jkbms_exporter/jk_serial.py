@@ -539,6 +539,26 @@ def walk_layout(info: bytes, base_offset: int = HEADER_SIZE) -> List[Tuple[int, 
     return [(tag, offset, len(value)) for tag, offset, value in _records(info, base_offset)]
 
 
+def redact_password(frame: bytes) -> bytes:
+    """``frame`` with the value of the password register 0xB2 zeroed, for anything shown to
+    people (``read --raw``, bug reports). A checksum that was valid is recomputed, so the
+    redacted frame still decodes; a frame that does not walk is returned unchanged."""
+    frame = bytes(frame)
+    try:
+        envelope = parse_envelope(frame, verify_checksum=False)
+        layout = walk_layout(envelope.info)
+    except FrameError:
+        return frame
+    valid = struct.unpack_from(">I", frame, len(frame) - 4)[0] == checksum(frame[:-4])
+    redacted = bytearray(frame)
+    for tag, offset, width in layout:
+        if tag == PASSWORD_TAG:
+            redacted[offset + 1 : offset + 1 + width] = bytes(width)
+    if valid:
+        redacted[-4:] = struct.pack(">I", checksum(redacted[:-4]))
+    return bytes(redacted)
+
+
 def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw]:
     """Walk the ``tag, value`` records of an information field into raw values.
 

@@ -231,6 +231,13 @@ class SimulatedBms:
             status_bitmask=status,
             settings=settings,
             device=self.device,
+            # what only JK02 frames carry (the 4E57 encoder has no register for them)
+            cell_resistances_ohms=tuple(round(0.055 + abs(o) * 2, 3) for o in self._offsets),
+            balance_current_amperes=(0.4 if cells.index(max(cells)) % 2 else -0.4)
+            if balancing else 0.0,
+            remaining_capacity_coulombs=round(self.soc * self.capacity_ah, 1)
+            * COULOMBS_PER_AMPERE_HOUR,
+            state_of_health_ratio=0.97,
         )
 
     # ---------------------------------------------------------------- protocol
