@@ -2,7 +2,8 @@
 # The one test command (README "Run the tests"; .ci/run calls exactly this).
 # Installs what the suite needs, then runs pytest; extra arguments go to pytest.
 #   - Debian packages, when missing: prometheus (promtool + the Prometheus server for the
-#     end-to-end tests), docker-compose (to validate the compose file), systemd
+#     end-to-end tests), prometheus-alertmanager (amtool checks the Alertmanager
+#     config), docker-compose (to validate the compose file), systemd
 #     (systemd-analyze verifies the unit file), openssl and curl (TLS client tests);
 #   - a virtual environment in .venv with the package and its test extras (PEP 668 safe).
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)

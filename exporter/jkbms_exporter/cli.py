@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from prometheus_client import CollectorRegistry
 
@@ -181,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decode even when the checksum does not match")
     logging_flags(decode)
 
+    scan = commands.add_parser(
+        "scan", help="find JK BMSs on a port or gateway (or over Bluetooth with --ble)",
+        description="Find what answers on a serial port or gateway: tries the 4E57 protocol, "
+        "JK-PB addresses 1-15 and the usual baud rates, notices a bus master, and prints a "
+        "ready-to-paste --config.file snippet. Only read requests are sent.",
+    )
+    scan.add_argument("url", nargs="?", metavar="URL", help="device path or URL (not with --ble)")
+    scan.add_argument("--ble", action="store_true",
+                      help="list nearby JK BMSs over Bluetooth LE instead (needs the ble extra)")
+    scan.add_argument("--timeout", type=_positive(float), default=10.0,
+                      help="with --ble: seconds to listen for advertisements (default: 10)")
+    logging_flags(scan)
+
     simulate = commands.add_parser(
         "simulate", help="run a simulated BMS on a pseudo-terminal or TCP port",
         description="Run a simulated JK BMS that answers the real wire protocol, for testing "
@@ -229,6 +242,19 @@ def _wait_for_signal() -> None:
         pass
 
 
+def _simulator_link(bms: Any, **options: Any) -> Any:
+    """The in-process simulator behind a pseudo-terminal, so the real serial path is used;
+    where no pseudo-terminal can be had (some containers), behind a loopback TCP gateway."""
+    try:
+        return PtySimulator(bms, **options)
+    except OSError as error:
+        log.info("no pseudo-terminal for the simulator (%s): using a loopback TCP gateway",
+                 error)
+        simulator = TcpSimulator(bms, "127.0.0.1", 0, **options)
+        simulator.path = simulator.url
+        return simulator
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if not args.telemetry_path.startswith("/") or args.telemetry_path == "/":
         raise UsageError("--web.telemetry-path must start with / and not be / itself")
@@ -246,7 +272,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not configs and not args.simulate:
         raise UsageError("serve: give at least one --device, a --config.file, or --simulate")
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
-    simulator: Optional[PtySimulator] = None
+    simulator: Optional[Any] = None
     if args.simulate:
         if args.simulate_protocol == "jk-pb":
             if not 1 <= args.simulate_packs <= 15:
@@ -254,14 +280,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  % args.simulate_packs)
             addresses = list(range(1, args.simulate_packs + 1))
             bms: object = simulated_bus(addresses, args.simulate_cells, args.simulate_scenario)
-            simulator = PtySimulator(bms, fault=args.simulate_fault, latency=PB_LATENCY)
+            simulator = _simulator_link(bms, fault=args.simulate_fault, latency=PB_LATENCY)
             configs.extend(
                 PackConfig("%s%d" % (SIMULATED_PACK, address), simulator.path, DEFAULT_BAUDRATE,
                            args.read_timeout, protocol="jk-pb", address=address)
                 for address in addresses)
         else:
             bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
-            simulator = PtySimulator(bms, fault=args.simulate_fault)
+            simulator = _simulator_link(bms, fault=args.simulate_fault)
             configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
                                       args.read_timeout))
     try:
@@ -415,7 +441,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"serve": cmd_serve, "read": cmd_read, "decode": cmd_decode, "simulate": cmd_simulate}
+def cmd_scan(args: argparse.Namespace) -> int:
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.ble:
+        if args.url:
+            raise UsageError("scan: give a URL or --ble, not both")
+        from .ble import format_scan_results, scan_ble
+
+        sys.stdout.write(format_scan_results(scan_ble(args.timeout, progress)))
+        return EXIT_OK
+    if not args.url:
+        raise UsageError("scan: give the device path or URL to scan, or --ble")
+    from .scan import config_snippet, scan_port
+
+    found = scan_port(args.url, progress)
+    sys.stdout.write(config_snippet(args.url, found))
+    return EXIT_OK if found else EXIT_FAILURE
+
+
+COMMANDS = {"serve": cmd_serve, "read": cmd_read, "decode": cmd_decode, "scan": cmd_scan,
+            "simulate": cmd_simulate}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -181,6 +181,10 @@ class PbBus:
             self._packs[a].received_at.get(jk02.FRAME_CELL_INFO, float("-inf")) >= since
             for a in expected)
 
+    def listen_for(self, duration: float) -> jk_pb.MasterEvidence:
+        """Only listen for ``duration``: who talks on this bus (``scan``)."""
+        return self._observe(duration)
+
     def check_for_master(self) -> None:
         """Listen for a quiet period; another master's traffic switches to listen mode."""
         evidence = self._observe(QUIET_PERIOD)
