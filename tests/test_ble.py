@@ -264,8 +264,8 @@ def test_the_jk_app_holding_the_connection_is_an_io_error_until_it_lets_go(make_
     read_eventually(pack)
     board.occupy()
     wait_until(lambda: not pack.transport.is_open)
+    wait_until(lambda: "JK app" in pack.transport.status().last_error, what="a scan to fail")
     with pytest.raises(TransportError, match="JK app"):
-        wait_until(lambda: "JK app" in pack.transport.status().last_error, what="a scan to fail")
         read(pack, 0.05)
     board.release()
     read_eventually(pack)
@@ -292,6 +292,7 @@ def test_a_frame_older_than_max_age_is_never_served(make_pack) -> None:
         ages.append(ble.reading_age(reading))
         assert time.monotonic() - paused_at < 3.0, "a stale frame kept being served"
     assert ages and max(ages) <= 0.3
+    assert ages == sorted(ages) and max(ages) >= 0.15, "the age does not grow: %s" % ages
     assert time.monotonic() - paused_at >= 0.3 - 0.05
     # a read that is waiting gets the next fresh frame as soon as it arrives
     threading.Timer(0.2, board.resume_stream).start()
@@ -300,6 +301,39 @@ def test_a_frame_older_than_max_age_is_never_served(make_pack) -> None:
     assert 0.15 <= time.monotonic() - started < 2.5
     assert ble.reading_age(reading) <= 0.3
     assert reading.extra["frame_counter"] != first.extra["frame_counter"]
+
+
+def test_a_frame_from_before_a_reconnect_is_never_served(make_pack) -> None:
+    board = board_for("cell_info_jk02_32s_v11")
+    pack = make_pack(ble_fake.FakeBleBackend(board), "ble://%s?max_age=30" % board.address,
+                     stall_timeout=60.0, request_interval=60.0)
+    read_eventually(pack)
+    board.pause_stream()
+    board.drop()
+    wait_until(lambda: board.connections == 2 and pack.transport.is_open, what="the reconnect")
+    with pytest.raises(ReadTimeout, match="no cell-info frame yet"):
+        read(pack, 0.2)
+    board.resume_stream()
+    read(pack, 2.0)
+
+
+def test_the_generation_in_the_url_wins(make_pack) -> None:
+    # a 32S board read with the 24S layout: the cell mask lands on cell voltages
+    board = board_for("cell_info_jk02_32s_v11")
+    pack = make_pack(ble_fake.FakeBleBackend(board),
+                     "ble://%s?generation=JK02_24S" % board.address)
+    wait_until(lambda: pack.transport.is_open)
+    with pytest.raises(jk02.CellMaskError, match="wrong generation") as failure:
+        deadline = time.monotonic() + 3
+        while True:
+            try:
+                reading, _ = read(pack, 0.5)
+            except ReadTimeout:
+                assert time.monotonic() < deadline
+                continue
+            pytest.fail("read with the generation of the device-info frame (%s), not the URL's"
+                        % reading.device.protocol_version)
+    assert reason_of(failure.value) == "malformed"
 
 
 def test_a_silent_link_is_asked_again_and_then_dropped(make_pack) -> None:

@@ -617,7 +617,7 @@ class BleTransport:
             log.warning("BLE %s: link lost (%s); reconnecting in %.1f s", self.url, reason, backoff)
             self._failures_logged = 0
         elif self._failures_logged == 0:
-            log.warning("BLE %s: cannot connect (%s); retrying with backoff up to %.0f s",
+            log.warning("BLE %s: cannot connect (%s); retrying with backoff up to %g s",
                         self.url, reason, self.backoff_max)
             self._failures_logged = 1
         else:
