@@ -546,3 +546,14 @@ def test_packs_found_by_name_and_distinct_pack_names() -> None:
                ble.ScanResult("", "C8:47:80:00:BE:EF", None, "manufacturer-id")]
     configs = parse_config(ble.format_scan_results(results), "scan.yml", environ={})
     assert [c.name for c in configs] == ["jk-bms-1", "jk-bms-1-2", "jk-beef"]
+
+
+def test_scan_errors_are_one_line_and_say_what_to_check() -> None:
+    class NoBlueZ(ble_fake.FakeBleBackend):
+        async def scan(self, timeout, callback):  # what bleak raises without a system bus
+            raise FileNotFoundError(2, "No such file or directory")
+
+    with pytest.raises(TransportError) as failure:
+        ble.scan_ble(0.1, backend=NoBlueZ())
+    assert "D-Bus" in str(failure.value) and "\n" not in str(failure.value)
+    assert reason_of(failure.value) == "io"

@@ -346,6 +346,10 @@ def _write_with_response(characteristic: Any) -> bool:
 def _describe(error: BaseException) -> str:
     if isinstance(error, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(error, (FileNotFoundError, ConnectionRefusedError)):
+        # bleak on Linux talks to BlueZ over the D-Bus system bus socket
+        return ("cannot reach BlueZ over D-Bus (%s): is bluetoothd running? In a container, "
+                "mount /run/dbus" % (error.strerror or error))
     text = str(error).strip() or type(error).__name__
     text = text.splitlines()[0]
     if "NotReady" in text or "Powered" in text or "No Bluetooth adapters" in text:
@@ -416,7 +420,6 @@ class BleTransport:
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         device_info_wait: float = DEFAULT_DEVICE_INFO_WAIT,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target = parse_ble_url(target) if isinstance(target, str) else target
         self.url = self.target.url
@@ -430,7 +433,7 @@ class BleTransport:
         self.stall_timeout = stall_timeout
         self.device_info_wait = device_info_wait
         self.close_timeout = close_timeout
-        self._clock = clock
+        self._clock = time.monotonic  # the same clock as the deadlines
         # shared between the loop thread and readers, guarded by _cond
         self._cond = threading.Condition()
         self._frames: Dict[int, Tuple[bytes, float]] = {}
