@@ -624,13 +624,40 @@ def bleak_backend(fake: FakeBleBackend, mtu: int = 247) -> Any:
     """A :class:`jkbms_exporter.ble.BleakBackend` whose ``bleak.BleakClient`` and
     ``bleak.BleakScanner`` run on ``fake``'s boards through bleak's ``backend=`` hook:
     the exporter's calls go through the real bleak classes (UUID resolution, callback
-    wrapping, argument checks). Needs bleak ≥ 1.0 (the backend base classes changed)."""
+    wrapping, argument checks). Works with bleak 0.22 to 3.x (their backend base classes
+    differ; the GATT objects are built the way the installed bleak builds them)."""
+    import inspect
+
     from bleak.backends.characteristic import BleakGATTCharacteristic
     from bleak.backends.client import BaseBleakClient
     from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
     from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 
     from .ble import BleakBackend
+
+    if inspect.isabstract(BleakGATTCharacteristic):  # bleak < 1.0: only BlueZ's are concrete
+        from bleak.backends.bluezdbus.characteristic import BleakGATTCharacteristicBlueZDBus
+        from bleak.backends.bluezdbus.service import BleakGATTServiceBlueZDBus
+
+        def make_service(service: FakeService) -> Any:
+            path = "/org/bluez/hci0/dev_FAKE/service%04x" % service.handle
+            return BleakGATTServiceBlueZDBus({"UUID": service.uuid}, path)
+
+        def make_characteristic(char: FakeCharacteristic, service: Any) -> Any:
+            return BleakGATTCharacteristicBlueZDBus(
+                {"UUID": char.uuid, "Flags": list(char.properties)},
+                "/org/bluez/hci0/dev_FAKE/service%04x/char%04x" % (service.handle, char.handle),
+                service.uuid, service.handle, lambda: mtu - 3)
+    else:
+        def make_service(service: FakeService) -> Any:
+            return BleakGATTService(None, service.handle, service.uuid)
+
+        def make_characteristic(char: FakeCharacteristic, service: Any) -> Any:
+            return BleakGATTCharacteristic(None, char.handle, char.uuid, list(char.properties),
+                                           lambda: mtu - 3, service)
+
+    #: bleak ≥ 1.0 keys seen devices by a backend identifier as well as the address
+    keyed = "key" in inspect.signature(BaseBleakScanner.create_or_update_device).parameters
 
     class Client(BaseBleakClient):  # type: ignore[misc,valid-type]
         def __init__(self, address_or_ble_device: Any, **kwargs: Any) -> None:
@@ -662,13 +689,14 @@ def bleak_backend(fake: FakeBleBackend, mtu: int = 247) -> Any:
             self._link = link
             collection = BleakGATTServiceCollection()
             for service in self._board.services():
-                bleak_service = BleakGATTService(None, service.handle, service.uuid)
+                bleak_service = make_service(service)
                 collection.add_service(bleak_service)
                 for char in service.characteristics:
-                    collection.add_characteristic(BleakGATTCharacteristic(
-                        None, char.handle, char.uuid, list(char.properties),
-                        lambda: mtu - 3, bleak_service))
+                    collection.add_characteristic(make_characteristic(char, bleak_service))
             self.services = collection
+
+        async def get_services(self, **kwargs: Any) -> Any:  # abstract in bleak < 1.0
+            return self.services
 
         async def disconnect(self) -> None:
             self._board.disconnect(self._link)
@@ -719,6 +747,9 @@ def bleak_backend(fake: FakeBleBackend, mtu: int = 247) -> Any:
                 self._task.cancel()
                 self._task = None
 
+        def set_scanning_filter(self, **kwargs: Any) -> None:  # abstract in bleak < 1.0
+            pass
+
         async def _advertise(self) -> None:
             while True:
                 await asyncio.sleep(fake.advertising_interval)
@@ -735,8 +766,9 @@ def bleak_backend(fake: FakeBleBackend, mtu: int = 247) -> Any:
                     )
                     if not self.is_allowed_uuid(data.service_uuids):
                         continue
-                    found = self.create_or_update_device(device.address, device.address,
-                                                         device.name, None, data)
+                    args = (device.address, device.name, None, data)
+                    found = self.create_or_update_device(
+                        *((device.address,) + args if keyed else args))
                     self.call_detection_callbacks(found, data)
 
     return BleakBackend(client_backend=Client, scanner_backend=Scanner)
