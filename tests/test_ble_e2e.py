@@ -18,7 +18,6 @@ from jkbms_exporter import ble, ble_fake, jk02
 from jkbms_exporter.collector import JkbmsCollector, Poller
 from jkbms_exporter.errors import ReadTimeout, TransportError
 from jkbms_exporter.http import ExporterApp, make_http_server, serve_in_thread
-from jkbms_exporter.pack import Pack
 from jkbms_exporter.reading import COULOMBS_PER_AMPERE_HOUR as AH
 
 VECTORS = load_vectors("jk02.json")

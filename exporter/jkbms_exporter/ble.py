@@ -94,7 +94,7 @@ AGE_KEY = "reading_age_seconds"
 
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 #: macOS (CoreBluetooth) has no addresses, only per-host UUIDs.
-_CB_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_CB_UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 
 COMMAND_DEVICE_INFO = jk02.command_frame(jk02.COMMAND_DEVICE_INFO)
 COMMAND_CELL_INFO = jk02.command_frame(jk02.COMMAND_CELL_INFO)
@@ -144,8 +144,8 @@ class BleTarget:
         return self.address if self.address else "name %r" % self.name
 
 
-_KEYS = ("generation", "max_age")
-_SIM_KEYS = ("generation", "max_age", "cells", "scenario", "interval")
+_KEYS: Tuple[str, ...] = ("generation", "max_age")
+_SIM_KEYS: Tuple[str, ...] = ("generation", "max_age", "cells", "scenario", "interval")
 
 
 def parse_ble_url(url: str) -> BleTarget:
@@ -264,8 +264,10 @@ class BleakBackend:
         except ImportError:
             raise BleakMissingError() from None
         self._bleak = bleak
-        self._client_kwargs = {} if client_backend is None else {"backend": client_backend}
-        self._scanner_kwargs = {} if scanner_backend is None else {"backend": scanner_backend}
+        self._client_kwargs: Dict[str, Any] = (
+            {} if client_backend is None else {"backend": client_backend})
+        self._scanner_kwargs: Dict[str, Any] = (
+            {} if scanner_backend is None else {"backend": scanner_backend})
 
     async def find_device(self, address: Optional[str], name: Optional[str],
                           timeout: float) -> Optional[Any]:
@@ -273,12 +275,14 @@ class BleakBackend:
         if address is not None:
             return await scanner.find_device_by_address(address, timeout=timeout,
                                                         **self._scanner_kwargs)
-        return await scanner.find_device_by_name(name, timeout=timeout, **self._scanner_kwargs)
+        return await scanner.find_device_by_name(name or "", timeout=timeout,
+                                                 **self._scanner_kwargs)
 
     def client(self, device: Any, disconnected_callback: Callable[..., None],
                timeout: float) -> BleClient:
-        return self._bleak.BleakClient(device, disconnected_callback=disconnected_callback,
-                                       timeout=timeout, **self._client_kwargs)
+        return self._bleak.BleakClient(  # type: ignore[no-any-return,return-value]
+            device, disconnected_callback=disconnected_callback, timeout=timeout,
+            **self._client_kwargs)
 
     async def scan(self, timeout: float, callback: Callable[[Any, Any], None]) -> None:
         async with self._bleak.BleakScanner(detection_callback=callback, **self._scanner_kwargs):
@@ -911,13 +915,14 @@ def scan_ble(timeout: float, progress: Callable[[str], None] = lambda _: None, *
                 or "")
         evidence = jk_evidence(name, getattr(advertisement, "service_uuids", None) or (),
                                getattr(advertisement, "manufacturer_data", None) or {})
-        if not address or evidence not in accepted:
+        if not address or evidence is None or evidence not in accepted:
             return
-        rssi = getattr(advertisement, "rssi", None)
+        rssi: Optional[int] = getattr(advertisement, "rssi", None)
         previous = found.get(address)
-        found[address] = ScanResult(name or (previous.name if previous else ""), address,
-                                    rssi if rssi is not None else (previous and previous.rssi),
-                                    evidence)
+        if previous is not None:
+            name = name or previous.name
+            rssi = rssi if rssi is not None else previous.rssi
+        found[address] = ScanResult(name, address, rssi, evidence)
         if previous is None:
             progress("found %s %s%s" % (address, name or "(no name)",
                                         "" if rssi is None else ", RSSI %d dBm" % rssi))

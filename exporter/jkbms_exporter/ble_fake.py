@@ -307,6 +307,7 @@ class FakeJkBms:
         return FakeAdvertisement(self.name, manufacturer, {}, [SERVICE_UUID], None, self.rssi)
 
     def services(self) -> Tuple[FakeService, ...]:
+        characteristics: Tuple[FakeCharacteristic, ...]
         if self.two_handles:
             characteristics = (
                 FakeCharacteristic(CHARACTERISTIC_UUID, self.WRITE_HANDLE,
@@ -653,7 +654,8 @@ def bleak_backend(fake: FakeBleBackend, mtu: int = 247) -> Any:
             return BleakGATTService(None, service.handle, service.uuid)
 
         def make_characteristic(char: FakeCharacteristic, service: Any) -> Any:
-            return BleakGATTCharacteristic(None, char.handle, char.uuid, list(char.properties),
+            properties: Any = list(char.properties)
+            return BleakGATTCharacteristic(None, char.handle, char.uuid, properties,
                                            lambda: mtu - 3, service)
 
     #: bleak ≥ 1.0 keys seen devices by a backend identifier as well as the address
