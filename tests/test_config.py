@@ -72,6 +72,10 @@ def test_a_complete_file() -> None:
     ("packs:\n  - name: a\n   url: [\n", {}, "jkbms.yml:3: YAML:"),
     ("- just a list\n", {}, "jkbms.yml:1: document: expected a mapping"),
     ("pack:\n  - name: a\n", {}, "jkbms.yml:1: pack: unknown field (known: packs, defaults)"),
+    ("packs:\n  - name: a\n    url: ble://C8:47:80:00:00:01\n    address: 1\n    protocol: jk-pb\n",
+     {}, "a ble:// pack takes no protocol jk-pb and no address"),
+    ("packs:\n  - name: a\n    url: ble://C8:47:80:00:00:01\n  - name: b\n"
+     "    url: ble://C8:47:80:00:00:01\n", {}, "a BMS takes one Bluetooth connection"),
 ])
 def test_errors_name_file_line_and_field(text: str, environ: dict, message: str) -> None:
     with pytest.raises(ConfigError) as raised:

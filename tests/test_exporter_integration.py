@@ -47,6 +47,11 @@ PUBLIC_METRICS: Dict[str, set] = {
                           "serial_number"},
 }
 
+#: Series only some packs have (the JK02 quantities, and the age of streamed values).
+PROTOCOL_DEPENDENT = {"jkbms_cell_resistance_ohms", "jkbms_balance_current_amperes",
+                      "jkbms_remaining_capacity_coulombs", "jkbms_state_of_health_ratio",
+                      "jkbms_reading_age_seconds"}
+
 ALARMS = {"low_capacity", "mosfet_overtemperature", "charge_overvoltage",
           "discharge_undervoltage", "battery_overtemperature", "charge_overcurrent",
           "discharge_overcurrent", "cell_voltage_difference", "battery_box_overtemperature",
@@ -86,6 +91,8 @@ def test_every_public_metric_is_exposed_with_its_labels(metrics_text: str) -> No
         for sample in by_name[name]:
             assert set(sample.labels) == labels | {"pack"}, (name, sample.labels)
             assert sample.labels["pack"] == "sim"
+    # a polled 4E57 pack has none of the protocol-dependent series
+    assert not PROTOCOL_DEPENDENT & set(by_name)
     build = by_name["jkbms_exporter_build_info"]
     assert len(build) == 1 and build[0].labels["version"] == __version__
     assert "pack" not in build[0].labels

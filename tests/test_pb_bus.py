@@ -143,6 +143,7 @@ def test_listen_only_when_a_master_owns_the_bus(cleanup: List, caplog: pytest.Lo
             scrape = results(poller)
             assert all(scrape["p%d" % a].up for a in (1, 2, 5))
             assert scrape["p5"].reading.extra["source"] == "listen"
+            assert 0 <= scrape["p5"].reading.extra["reading_age_seconds"] <= 30
             time.sleep(0.3)
     assert sim.requests_received == 0, "the exporter sent something to a bus it must only hear"
     warnings = [r.getMessage() for r in caplog.records if "another master" in r.getMessage()]
@@ -165,7 +166,8 @@ def test_master_leaves_and_the_exporter_polls_again(cleanup: List) -> None:
         assert time.monotonic() < deadline, "still listening to a silent bus"
         time.sleep(0.25)
         results(poller)
-    assert results(poller)["p1"].reading.extra["source"] == "trigger"
+    polled = results(poller)["p1"].reading
+    assert polled.extra["source"] == "trigger" and "reading_age_seconds" not in polled.extra
     assert sim.requests_received >= 1
 
 

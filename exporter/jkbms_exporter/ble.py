@@ -56,7 +56,7 @@ except ImportError:  # pragma: no cover - Python < 3.8
 from . import jk02
 from .errors import ReadTimeout, TransportError
 from .pack import Pack
-from .reading import Reading
+from .reading import READING_AGE_KEY, Reading
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ DEFAULT_STALL_TIMEOUT = 20.0
 DEFAULT_DEVICE_INFO_WAIT = 1.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Key of ``Reading.extra``: seconds between the BMS sending the cell-info frame and the read.
-AGE_KEY = "reading_age_seconds"
+AGE_KEY = READING_AGE_KEY
 
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 #: macOS (CoreBluetooth) has no addresses, only per-host UUIDs.

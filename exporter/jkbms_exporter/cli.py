@@ -29,6 +29,7 @@ from .config import (
     load_config_file,
     parse_device_flag,
 )
+from .ble import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCAN_TIMEOUT, is_ble_url
 from .errors import JkbmsError
 from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_listen_address
 from .logs import FORMATS, LEVELS, setup_logging
@@ -55,6 +56,9 @@ log = logging.getLogger("jkbms_exporter")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+#: ``read`` of a BLE URL: find the device, connect, wait for the first frame.
+BLE_FIRST_READ_TIMEOUT = DEFAULT_SCAN_TIMEOUT + DEFAULT_CONNECT_TIMEOUT + 5.0
 
 #: Name of the in-process simulated pack of ``serve --simulate``.
 SIMULATED_PACK = "sim"
@@ -336,7 +340,10 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.address is not None and not 1 <= args.address <= 15:
         raise UsageError("read: --address %d: JK-PB DIP addresses 1-15 answer requests"
                          % args.address)
-    config = PackConfig("1", args.url, args.baud, args.read_timeout, protocol=args.protocol,
+    read_timeout = args.read_timeout
+    if is_ble_url(args.url):  # connecting and the first frame take seconds
+        read_timeout = max(read_timeout or 0.0, BLE_FIRST_READ_TIMEOUT)
+    config = PackConfig("1", args.url, args.baud, read_timeout, protocol=args.protocol,
                         address=args.address if args.protocol != "jk-serial" else None)
     (pack,) = build_packs([config])
     try:

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from .ble import build_ble_pack, is_ble_url
 from .pack import DEFAULT_READ_TIMEOUT, AutoProtocol, JkSerialProtocol, Pack, ReadProtocol
 from .pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
 from .transport import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport
@@ -321,10 +322,16 @@ def check_configs(configs: Sequence[PackConfig]) -> None:
             )
         seen[config.name] = config
         by_url.setdefault(config.url, []).append(config)
+        if is_ble_url(config.url) and (config.protocol == "jk-pb" or config.address is not None):
+            raise ConfigError("pack %s (%s): a ble:// pack takes no protocol jk-pb and no address"
+                              % (config.name, config.origin or config.url))
     for url, group in by_url.items():
         if len(group) < 2:
             continue
         names = ", ".join(c.name for c in group)
+        if is_ble_url(url):
+            raise ConfigError("packs %s share %s: a BMS takes one Bluetooth connection, so "
+                              "give it one pack" % (names, url))
         if len({c.baudrate for c in group}) > 1:
             raise ConfigError("packs %s on %s ask for different baud rates" % (names, url))
         if not all(_shares_bus(c) for c in group):
@@ -343,6 +350,11 @@ def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
     buses: Dict[str, PbBus] = {}
     packs: List[Pack] = []
     for config in configs:
+        if is_ble_url(config.url):
+            packs.append(build_ble_pack(config.name, config.url,
+                                        config.read_timeout or DEFAULT_READ_TIMEOUT,
+                                        config.invert_current, config.labels, start=False))
+            continue
         transport = transports.get(config.url)
         if transport is None:
             transport = transports[config.url] = SerialTransport(
@@ -376,4 +388,10 @@ def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
                 labels=config.labels,
             )
         )
+    # BLE links start connecting only once every pack was built: a ConfigError half-way
+    # leaves no radio threads behind
+    for pack in packs:
+        start = getattr(pack.transport, "start", None)
+        if start is not None:
+            start()
     return packs

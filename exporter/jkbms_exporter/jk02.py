@@ -39,7 +39,7 @@ from .errors import (
     LengthMismatchError,
     TruncatedFieldError,
 )
-from .reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
+from .reading import COULOMBS_PER_AMPERE_HOUR, NOT_REPORTED_KEY, DeviceInfo, Reading, Setting
 
 PROTOCOL_NAME = "jk02"
 
@@ -792,7 +792,7 @@ def reading_from_frames(cell_info: DecodedFrame, settings: Optional[DecodedFrame
         temperatures: Dict[str, float] = {}
         runtime: Optional[float] = float(values["runtime"])  # type: ignore[arg-type]
         nominal = remaining = soh = None
-        extra["not_reported"] = _JK04_NOT_REPORTED
+        extra[NOT_REPORTED_KEY] = _JK04_NOT_REPORTED
     else:
         pack_voltage = float(values["pack_voltage"])  # type: ignore[arg-type]
         current = float(values["current"]) + 0.0  # type: ignore[arg-type]

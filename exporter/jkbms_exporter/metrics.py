@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, List, Mapping, Tuple
 
-from .reading import SETTING_UNITS, Reading, cell_label
+import math
+
+from .reading import NOT_REPORTED_KEY, READING_AGE_KEY, SETTING_UNITS, Reading, cell_label
 
 PREFIX = "jkbms_"
 
@@ -53,7 +55,10 @@ DEVICE_INFO_LABELS = (
 UP = _g("up", "1 if this scrape's read of the pack succeeded, else 0.")
 SCRAPE_DURATION = _g("scrape_duration_seconds", "Time spent reading this pack during the scrape.")
 LAST_SUCCESS = _g(
-    "last_success_timestamp_seconds", "Unix time of the last successful read of this pack."
+    "last_success_timestamp_seconds",
+    "Unix time of the last successful read of this pack (values of BLE packs and of a "
+    "listen-only JK-PB bus may be older by up to their max_age: see "
+    "jkbms_reading_age_seconds).",
 )
 READ_ERRORS = _c(
     "read_errors_total",
@@ -105,6 +110,12 @@ BALANCE_CURRENT = _g(
 )
 REMAINING_CAPACITY = _g("remaining_capacity_coulombs", "Remaining capacity (Ah x 3600).")
 STATE_OF_HEALTH = _g("state_of_health_ratio", "State of health reported by the BMS (0-1).")
+READING_AGE = _g(
+    "reading_age_seconds",
+    "How old this pack's values were when read: only for packs fed by a stream (BLE) or "
+    "heard on a bus another master polls, never older than their max_age (default 30 s). "
+    "Packs polled on every scrape have no such series.",
+)
 DEVICE_INFO = _g("device_info", "Identification of the BMS; always 1.", *DEVICE_INFO_LABELS)
 
 HEALTH_SPECS = (UP, SCRAPE_DURATION, LAST_SUCCESS, READ_ERRORS)
@@ -131,6 +142,7 @@ READING_SPECS = (
     BALANCE_CURRENT,
     REMAINING_CAPACITY,
     STATE_OF_HEALTH,
+    READING_AGE,
     DEVICE_INFO,
 )
 ALL_SPECS = HEALTH_SPECS + READING_SPECS + (BUILD_INFO,)
@@ -138,8 +150,35 @@ ALL_SPECS = HEALTH_SPECS + READING_SPECS + (BUILD_INFO,)
 Sample = Tuple[MetricSpec, Tuple[str, ...], float]
 
 
+#: Reading fields → the metrics left out when a protocol marks the field not reported.
+_FIELD_SPECS = {
+    "current_amperes": (CURRENT,),
+    "state_of_charge_ratio": (SOC,),
+    "charge_cycles": (CYCLES,),
+    "cycle_capacity_coulombs": (CYCLE_CAPACITY,),
+    "charge_mosfet_on": (MOSFET_ON,),
+    "discharge_mosfet_on": (MOSFET_ON,),
+    "alarm_bitmask": (ALARM_BITMASK, ALARM),
+    "temperatures_celsius": (TEMPERATURE,),
+}
+
+
 def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
-    """Every sample a reading yields, labels in :attr:`MetricSpec.labels` order."""
+    """Every sample a reading yields, labels in :attr:`MetricSpec.labels` order.
+
+    A value the BMS does not report is left out, never exported as 0 or NaN."""
+    skipped = {spec for name in reading.extra.get(NOT_REPORTED_KEY, ())  # type: ignore[union-attr]
+               for spec in _FIELD_SPECS.get(str(name), ())}
+    for spec, labels, value in _all_samples(reading, port):
+        if spec in skipped or (isinstance(value, float) and math.isnan(value)):
+            continue
+        yield spec, labels, value
+    age = reading.extra.get(READING_AGE_KEY)
+    if age is not None:
+        yield READING_AGE, (), float(age)  # type: ignore[arg-type]
+
+
+def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:
     yield CELLS, (), reading.cells
     for index, volts in enumerate(reading.cell_voltages_volts, start=1):
         yield CELL_VOLTAGE, (cell_label(index),), volts

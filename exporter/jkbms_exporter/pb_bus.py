@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import jk02, jk_pb
 from .errors import FrameError, ReadTimeout
-from .reading import Reading
+from .reading import READING_AGE_KEY, Reading
 from .transport import Framer, SerialTransport
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ class PbBus:
             state.latest = state.latest.with_frame(extra)
             state.received_at[frame_type] = self._clock()
             break
-        return _with_source(state.latest.reading(jk_pb.PROTOCOL_NAME), "trigger", 0.0), b""
+        return _with_source(state.latest.reading(jk_pb.PROTOCOL_NAME), "trigger"), b""
 
     def _read_fc03(self, address: int, state: _PackState,
                    deadline: float) -> Tuple[Reading, bytes]:
@@ -302,14 +302,15 @@ class PbBus:
             responses.append((register, response.data))
         status = jk_pb.block_from_responses(jk_pb.BLOCK_STATUS, responses)
         reading = jk_pb.reading_from_blocks(status)
-        return _with_source(reading, "fc03", 0.0), b""
+        return _with_source(reading, "fc03"), b""
 
 
-def _with_source(reading: Reading, source: str, age: float) -> Reading:
-    """Record how a reading was obtained (``extra``, shown by ``read`` and the landing page)."""
+def _with_source(reading: Reading, source: str, age: Optional[float] = None) -> Reading:
+    """Record how a reading was obtained, and for heard (not polled) values how old they are."""
     extra = dict(reading.extra)
     extra["source"] = source
-    extra["age_seconds"] = round(age, 3)
+    if age is not None:
+        extra[READING_AGE_KEY] = round(age, 3)
     return dataclasses.replace(reading, extra=extra)
 
 

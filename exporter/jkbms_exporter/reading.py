@@ -12,6 +12,13 @@ from typing import Mapping, Optional, Tuple
 
 COULOMBS_PER_AMPERE_HOUR = 3600.0
 
+#: ``Reading.extra`` key: how old the values were when read, for packs fed by a stream or
+#: by listening (BLE, a JK-PB bus owned by another master); absent for polled packs.
+READING_AGE_KEY = "reading_age_seconds"
+#: ``Reading.extra`` key: names of Reading fields that hold placeholders because this
+#: protocol does not report them (JK04); they are left out of the metrics.
+NOT_REPORTED_KEY = "not_reported"
+
 #: Setting units a protocol may use; each becomes a ``jkbms_setting_<unit>`` metric.
 SETTING_UNITS = ("volts", "amperes", "celsius", "seconds", "ratio")
 
