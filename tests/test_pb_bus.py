@@ -235,3 +235,28 @@ def test_read_and_simulate_commands_for_a_jk_pb_bus(tmp_path) -> None:
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+def test_landing_page_says_listen_only(start_exporter, tmp_path) -> None:
+    from conftest import free_port, http_get
+
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "jkbms_exporter", "simulate", "--listen",
+                            "127.0.0.1:%d" % port, "--protocol", "jk-pb", "--addresses", "1",
+                            "--master"], stdout=subprocess.PIPE, text=True)
+    try:
+        sim.stdout.readline()
+        config = tmp_path / "jkbms.yml"
+        config.write_text("packs:\n  - name: rack\n    url: socket://127.0.0.1:%d\n"
+                          "    protocol: jk-pb\n    address: 1\n" % port)
+        exporter = start_exporter("--config.file", str(config))
+        text = exporter.metrics()
+        assert 'jkbms_up{pack="rack"} 1.0' in text
+        assert 'jkbms_reading_age_seconds{pack="rack"}' in text
+        page = http_get(exporter.url + "/")
+        assert "listen-only: another master polls this bus" in page and "s old" in page
+        log = exporter.stop()
+        assert "another master is polling this RS-485 bus" in log
+    finally:
+        sim.terminate()
+        sim.wait(10)

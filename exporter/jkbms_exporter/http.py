@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from . import __version__
 from .collector import Poller
+from .reading import READING_AGE_KEY
 from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ def landing_page(poller: Poller, telemetry_path: str) -> str:
             state = '<span class="unk">not read yet</span>'
         elif result.up:
             state = '<span class="up">up</span>'
+            extra = result.reading.extra if result.reading is not None else {}
+            if extra.get("source") == "listen":
+                state += " (listen-only: another master polls this bus)"
+            if extra.get(READING_AGE_KEY) is not None:
+                state += ", values %.1f s old" % float(extra[READING_AGE_KEY])  # type: ignore[arg-type]
         else:
             state = '<span class="down">down</span>: %s (%s)' % (
                 html.escape(result.error), html.escape(result.reason))
