@@ -189,10 +189,13 @@ def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:
         yield TEMPERATURE, (sensor,), celsius
     yield CYCLES, (), reading.charge_cycles
     yield CYCLE_CAPACITY, (), reading.cycle_capacity_coulombs
-    for spec, value in (
+    for spec, value in (  # what only some protocols or firmware report
         (RUNTIME, reading.runtime_seconds),
         (NOMINAL_CAPACITY, reading.nominal_capacity_coulombs),
         (ACTUAL_CAPACITY, reading.actual_capacity_coulombs),
+        (BALANCE_CURRENT, reading.balance_current_amperes),
+        (REMAINING_CAPACITY, reading.remaining_capacity_coulombs),
+        (STATE_OF_HEALTH, reading.state_of_health_ratio),
     ):
         if value is not None:
             yield spec, (), value
@@ -209,13 +212,6 @@ def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:
         yield SETTINGS[setting.unit], (setting.name,), setting.value
     for index, ohms in enumerate(reading.cell_resistances_ohms or (), start=1):
         yield CELL_RESISTANCE, (cell_label(index),), ohms
-    for spec, value in (
-        (BALANCE_CURRENT, reading.balance_current_amperes),
-        (REMAINING_CAPACITY, reading.remaining_capacity_coulombs),
-        (STATE_OF_HEALTH, reading.state_of_health_ratio),
-    ):
-        if value is not None:
-            yield spec, (), value
     device = reading.device
     yield DEVICE_INFO, (
         port,

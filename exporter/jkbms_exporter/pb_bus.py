@@ -102,7 +102,6 @@ class _PackState:
     received_at: Dict[int, float] = field(default_factory=dict)
     method: str = "trigger"
     failures: int = 0
-    ever_answered: bool = False
 
 
 class PbBus:
@@ -244,7 +243,6 @@ class PbBus:
             self._count_failure(state)
             raise
         state.failures = 0
-        state.ever_answered = True
         return reading, frame
 
     def _count_failure(self, state: _PackState) -> None:
