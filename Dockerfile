@@ -9,25 +9,30 @@
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 .
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+# Optional extras to install: "web" (basic auth); add ",ble" for Bluetooth packs, which also
+# need the host's D-Bus socket (-v /run/dbus:/run/dbus:ro) and BlueZ running on the host.
+ARG EXTRAS=web
 
 # ---- build: wheels for the package and its dependencies --------------------------
 # A compiler is only needed where PyPI has no wheel for the platform (PyYAML on armv7);
 # it stays in this stage.
 FROM ${PYTHON_IMAGE} AS build
+ARG EXTRAS
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[web]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 
 # ---- runtime ------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
+ARG EXTRAS
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "jkbms-exporter[web]" \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "jkbms-exporter[${EXTRAS}]" \
  && rm -rf /wheels \
  && useradd --system --uid 10025 --gid dialout --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin jkbms
