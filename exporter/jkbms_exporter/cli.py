@@ -35,7 +35,7 @@ from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_l
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import reading_to_json
 from .pack import DEFAULT_READ_TIMEOUT
-from .pb_bus import DEFAULT_REPLY_TIMEOUT
+from .pb_bus import DEFAULT_REPLY_TIMEOUT, EXTRA_FRAMES
 from .report import render_reading
 from .simulator import (
     FAULTS,
@@ -346,6 +346,9 @@ def cmd_read(args: argparse.Namespace) -> int:
     config = PackConfig("1", args.url, args.baud, read_timeout, protocol=args.protocol,
                         address=args.address if args.protocol != "jk-serial" else None)
     (pack,) = build_packs([config])
+    bus = getattr(pack.protocol, "bus", None)
+    if bus is not None:  # one-shot: fetch settings and device info at once
+        bus.extras_per_read = len(EXTRA_FRAMES)
     try:
         reading, frame = pack.read()
     finally:

@@ -119,6 +119,8 @@ class PbBus:
         self.listen_window = listen_window
         self._clock = clock
         self.mode = "poll"
+        #: settings / device-info frames fetched per read when due (more for a one-shot read)
+        self.extras_per_read = 1
         self._probe_due = float("-inf")
         self._listened_at = float("-inf")
         self._packs: Dict[int, _PackState] = {}
@@ -267,8 +269,11 @@ class PbBus:
         now = self._clock()
         state.latest = state.latest.with_frame(cell_info)
         state.received_at[jk02.FRAME_CELL_INFO] = now
-        # one slower-changing frame per scrape, when it is due and the budget allows
+        # slower-changing frames, one per scrape, when due and the budget allows
+        fetched = 0
         for frame_type in EXTRA_FRAMES:
+            if fetched >= self.extras_per_read:
+                break
             age = now - state.received_at.get(frame_type, float("-inf"))
             if age < SETTINGS_REFRESH:
                 continue
@@ -282,7 +287,7 @@ class PbBus:
                 break
             state.latest = state.latest.with_frame(extra)
             state.received_at[frame_type] = self._clock()
-            break
+            fetched += 1
         return _with_source(state.latest.reading(jk_pb.PROTOCOL_NAME), "trigger"), b""
 
     def _read_fc03(self, address: int, state: _PackState,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from .reading import COULOMBS_PER_AMPERE_HOUR, Reading, cell_label
+from .reading import COULOMBS_PER_AMPERE_HOUR, READING_AGE_KEY, Reading, cell_label
 
 _UNIT_SYMBOL = {"volts": "V", "amperes": "A", "celsius": "°C", "seconds": "s", "ratio": "%"}
 
@@ -72,19 +72,30 @@ def render_reading(reading: Reading, port: str = "", frame: bytes = b"") -> str:
     row("Alarms", ("ACTIVE: " + ", ".join(a.replace("_", " ") for a in active)) if active else "none")
     if reading.runtime_seconds is not None:
         row("Working time", "%.1f days" % (reading.runtime_seconds / 86400))
+    if reading.state_of_health_ratio is not None:
+        row("Health", "%.0f %%" % (reading.state_of_health_ratio * 100))
+    if reading.remaining_capacity_coulombs is not None:
+        row("Remaining", _ah(reading.remaining_capacity_coulombs))
+    if reading.balance_current_amperes is not None:
+        row("Balance current", "%+.3f A" % reading.balance_current_amperes)
+    age = reading.extra.get(READING_AGE_KEY)
+    if age is not None:
+        row("Values", "%.1f s old (%s)" % (float(age), reading.extra.get("source", "stream")))  # type: ignore[arg-type]
 
     cells = reading.cell_voltages_volts
     if cells:
         low, high = min(cells), max(cells)
         row("Cells", "%d, min %.3f V, max %.3f V, delta %.0f mV, mean %.3f V" % (
             len(cells), low, high, (high - low) * 1000, sum(cells) / len(cells)))
+        resistances = reading.cell_resistances_ohms or ()
         for index, volts in enumerate(cells, start=1):
             mark = ""
             if high != low and volts == high:
                 mark = "  <- max"
             elif high != low and volts == low:
                 mark = "  <- min"
-            lines.append("  cell %s  %.3f V%s" % (cell_label(index), volts, mark))
+            ohms = ("  %.3f Ω" % resistances[index - 1]) if index <= len(resistances) else ""
+            lines.append("  cell %s  %.3f V%s%s" % (cell_label(index), volts, ohms, mark))
 
     if reading.settings:
         lines.append("Settings")
