@@ -229,6 +229,12 @@ def test_read_and_simulate_commands_for_a_jk_pb_bus(tmp_path) -> None:
         document = json.loads(result.stdout)
         assert document["device_info"]["serial_number"] == jk_pb_device(7).serial_number
         assert len(document["cell_voltage_volts"]) == 16
+        # one-shot read: settings and device info come with the first read
+        assert document["setting_volts"]["cell_overvoltage_protection"] == pytest.approx(3.65)
+        table = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", str(link),
+                                "--protocol", "jk-pb", "--address", "2"],
+                               capture_output=True, text=True, timeout=30).stdout
+        assert "cell 01" in table and " Ω" in table and "Health           97 %" in table
         missing = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", str(link),
                                   "--protocol", "jk-pb"], capture_output=True, text=True, timeout=30)
         assert missing.returncode == 2 and "--address" in missing.stderr
