@@ -322,6 +322,9 @@ def check_configs(configs: Sequence[PackConfig]) -> None:
             )
         seen[config.name] = config
         by_url.setdefault(config.url, []).append(config)
+        if config.protocol == "jk-pb" and config.address is None:
+            raise ConfigError("pack %s (%s): protocol jk-pb needs an address (DIP 1-15)"
+                              % (config.name, config.origin or config.url))
         if is_ble_url(config.url) and (config.protocol == "jk-pb" or config.address is not None):
             raise ConfigError("pack %s (%s): a ble:// pack takes no protocol jk-pb and no address"
                               % (config.name, config.origin or config.url))
@@ -359,13 +362,12 @@ def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
         if transport is None:
             transport = transports[config.url] = SerialTransport(
                 config.url, baudrate=config.baudrate,
-                min_gap=BUS_GAP if _shares_bus(config) or config.protocol == "jk-pb"
-                else DEFAULT_MIN_GAP,
+                min_gap=BUS_GAP if _shares_bus(config) else DEFAULT_MIN_GAP,
             )
         serial = JkSerialProtocol(verify_checksum=config.verify_checksum)
         protocol: ReadProtocol = serial
         read_timeout = config.read_timeout or DEFAULT_READ_TIMEOUT
-        if config.protocol in ("jk-pb", "auto") and config.address is not None:
+        if _shares_bus(config):
             bus = buses.get(config.url)
             if bus is None:
                 bus = buses[config.url] = PbBus(

@@ -39,6 +39,8 @@ DEFAULT_REPLY_TIMEOUT = 0.5
 #: Spec §6.3: at least 120 ms between requests on the bus.
 BUS_GAP = 0.12
 SETTINGS_REFRESH = 300.0
+#: After a settings / device-info frame could not be read, try it again this much later.
+EXTRA_RETRY = 30.0
 #: A bus with no traffic for this long is free for us to talk (txubelaxu's sniffer: 150 ms).
 QUIET_PERIOD = 0.25
 PROBE_INTERVAL = 300.0
@@ -100,6 +102,8 @@ class _PackState:
     latest: jk02.LatestFrames = field(default_factory=jk02.LatestFrames)
     #: monotonic time each frame type was last received
     received_at: Dict[int, float] = field(default_factory=dict)
+    #: monotonic time a settings / device-info frame is next due (polling only)
+    extra_due: Dict[int, float] = field(default_factory=dict)
     method: str = "trigger"
     failures: int = 0
 
@@ -237,11 +241,9 @@ class PbBus:
                 reading, frame = self._read_fc03(address, state, deadline)
             else:
                 reading, frame = self._read_triggers(address, state, deadline)
-        except FrameError:
-            self._probe_due = self._clock()  # garbled: maybe a master started talking
-            self._count_failure(state)
-            raise
-        except ReadTimeout:
+        except (FrameError, ReadTimeout) as error:
+            if isinstance(error, FrameError):
+                self._probe_due = self._clock()  # garbled: maybe a master started talking
             self._count_failure(state)
             raise
         state.failures = 0
@@ -253,10 +255,14 @@ class PbBus:
             state.method = "fc03" if state.method == "trigger" else "trigger"
             state.failures = 0
 
-    def _trigger(self, address: int, frame_type: int, deadline: float) -> jk02.DecodedFrame:
+    def _reply_timeout(self, address: int, deadline: float) -> float:
         timeout = min(self.reply_timeout, deadline - self._clock())
         if timeout <= 0:
-            raise ReadTimeout("scrape time budget used up before address %d was read" % address)
+            raise ReadTimeout("scrape time budget used up while reading address %d" % address)
+        return timeout
+
+    def _trigger(self, address: int, frame_type: int, deadline: float) -> jk02.DecodedFrame:
+        timeout = self._reply_timeout(address, deadline)
         request = jk_pb.trigger_request(address, frame_type)
         assert jk_pb.is_read_only_request(request)
         data = self.transport.exchange(request, trigger_framer(address), timeout)
@@ -274,8 +280,7 @@ class PbBus:
         for frame_type in EXTRA_FRAMES:
             if fetched >= self.extras_per_read:
                 break
-            age = now - state.received_at.get(frame_type, float("-inf"))
-            if age < SETTINGS_REFRESH:
+            if now < state.extra_due.get(frame_type, float("-inf")):
                 continue
             if deadline - self._clock() < self.reply_timeout + self.transport.min_gap:
                 break
@@ -283,10 +288,12 @@ class PbBus:
                 extra = self._trigger(address, frame_type, deadline)
             except (FrameError, ReadTimeout) as error:
                 log.debug("address %d: frame type %d not read: %s", address, frame_type, error)
-                state.received_at[frame_type] = self._clock() - SETTINGS_REFRESH + 30.0
+                state.extra_due[frame_type] = self._clock() + EXTRA_RETRY
                 break
             state.latest = state.latest.with_frame(extra)
-            state.received_at[frame_type] = self._clock()
+            received = self._clock()
+            state.received_at[frame_type] = received
+            state.extra_due[frame_type] = received + SETTINGS_REFRESH
             fetched += 1
         return _with_source(state.latest.reading(jk_pb.PROTOCOL_NAME), "trigger"), b""
 
@@ -294,10 +301,7 @@ class PbBus:
                    deadline: float) -> Tuple[Reading, bytes]:
         responses: List[Tuple[int, bytes]] = []
         for request in jk_pb.block_read_requests(address, jk_pb.BLOCK_STATUS):
-            timeout = min(self.reply_timeout, deadline - self._clock())
-            if timeout <= 0:
-                raise ReadTimeout("scrape time budget used up during FC03 reads of address %d"
-                                  % address)
+            timeout = self._reply_timeout(address, deadline)
             assert jk_pb.is_read_only_request(request)
             data = self.transport.exchange(request, read_response_framer(request), timeout)
             response = jk_pb.parse_read_response(data, request)
