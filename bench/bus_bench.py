@@ -23,11 +23,11 @@ from typing import List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "exporter"))
 
-from jkbms_exporter import jk02, jk_pb, jk_serial  # noqa: E402
+from jkbms_exporter.protocols import jk02, jk_pb, jk_serial
 from jkbms_exporter.collector import Poller  # noqa: E402
 from jkbms_exporter.config import PackConfig, build_packs  # noqa: E402
-from jkbms_exporter.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT  # noqa: E402
-from jkbms_exporter.simulator import (  # noqa: E402
+from jkbms_exporter.links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT  # noqa: E402
+from jkbms_exporter.sim.bms import (  # noqa: E402
     PbBusBms,
     PtySimulator,
     SimulatedBms,

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "exporter"))
 
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from jkbms_exporter import jk_serial  # noqa: E402
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.collector import JkbmsCollector, Poller  # noqa: E402
-from jkbms_exporter.http import ExporterApp, make_http_server, serve_in_thread  # noqa: E402
+from jkbms_exporter.web.server import ExporterApp, make_http_server, serve_in_thread  # noqa: E402
 from jkbms_exporter.pack import JkSerialProtocol, Pack  # noqa: E402
-from jkbms_exporter.simulator import PtySimulator, SimulatedBms  # noqa: E402
-from jkbms_exporter.transport import SerialTransport  # noqa: E402
+from jkbms_exporter.sim.bms import PtySimulator, SimulatedBms  # noqa: E402
+from jkbms_exporter.links.serial import SerialTransport  # noqa: E402
 
 BAUD = 115200
 

@@ -124,7 +124,7 @@ if _REQUEST_LOG.exists():
 
 def non_read_requests(lines: List[str]) -> List[str]:
     """The logged frames that are not read requests of a protocol we speak."""
-    from jkbms_exporter import jk_pb, jk_serial
+    from jkbms_exporter.protocols import jk_pb, jk_serial
     from jkbms_exporter.errors import FrameError
 
     bad = []

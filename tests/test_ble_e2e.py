@@ -14,10 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import http_get, load_vectors
 
-from jkbms_exporter import ble, ble_fake, jk02
+from jkbms_exporter.links import ble
+from jkbms_exporter.sim import ble_radio as ble_fake
+from jkbms_exporter.protocols import jk02
 from jkbms_exporter.collector import JkbmsCollector, Poller
 from jkbms_exporter.errors import ReadTimeout, TransportError
-from jkbms_exporter.http import ExporterApp, make_http_server, serve_in_thread
+from jkbms_exporter.web.server import ExporterApp, make_http_server, serve_in_thread
 from jkbms_exporter.reading import COULOMBS_PER_AMPERE_HOUR as AH
 
 VECTORS = load_vectors("jk02.json")

@@ -147,7 +147,7 @@ def test_read_device_without_permission(tmp_path: Path) -> None:
 
     if os.geteuid() == 0:
         # root ignores file modes: check the message our transport builds for EACCES instead
-        from jkbms_exporter.transport import _describe
+        from jkbms_exporter.links.serial import _describe
 
         assert "dialout" in _describe(PermissionError(13, "Permission denied"))
         return
@@ -209,7 +209,7 @@ def test_default_pack_names_follow_the_order(start_exporter, tmp_path: Path) -> 
 
 
 def test_read_raw_blanks_the_password_and_stays_decodable(vectors_4e57: dict) -> None:
-    from jkbms_exporter.simulator import ReplayBms, TcpSimulator
+    from jkbms_exporter.sim.bms import ReplayBms, TcpSimulator
 
     frame = vector(vectors_4e57, "esphome_14s_h6")  # its 0xB2 holds "123456"
     raw = bytes.fromhex(frame["response_hex"])

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jkbms_exporter.collector import JkbmsCollector, Poller
 from jkbms_exporter.config import PackConfig, build_packs
 from jkbms_exporter.errors import READ_ERROR_REASONS
-from jkbms_exporter.simulator import SimulatedBms, TcpSimulator
+from jkbms_exporter.sim.bms import SimulatedBms, TcpSimulator
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
@@ -144,7 +144,7 @@ def test_scrape_timeout_bounds_a_scrape_however_many_packs_hang(servers: List) -
 
 def test_packs_sharing_a_port_are_read_in_turn_within_the_budget(servers: List) -> None:
     from jkbms_exporter.pack import JkSerialProtocol, Pack
-    from jkbms_exporter.transport import SerialTransport
+    from jkbms_exporter.links.serial import SerialTransport
 
     sim = start_sim(servers)
     shared = SerialTransport(sim.url)  # as bus protocols share one port between packs

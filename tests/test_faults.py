@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import http_get
 
 from jkbms_exporter.collector import JkbmsCollector, Poller
-from jkbms_exporter.http import ExporterApp, make_http_server, serve_in_thread
+from jkbms_exporter.web.server import ExporterApp, make_http_server, serve_in_thread
 from jkbms_exporter.pack import JkSerialProtocol, Pack
-from jkbms_exporter.simulator import PtySimulator, SimulatedBms, TcpSimulator
-from jkbms_exporter.transport import SerialTransport
+from jkbms_exporter.sim.bms import PtySimulator, SimulatedBms, TcpSimulator
+from jkbms_exporter.links.serial import SerialTransport
 
 
 class Exporter:

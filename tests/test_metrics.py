@@ -6,7 +6,7 @@ import math
 
 from conftest import load_vectors
 
-from jkbms_exporter import jk02
+from jkbms_exporter.protocols import jk02
 from jkbms_exporter.metrics import reading_samples, reading_to_json
 
 

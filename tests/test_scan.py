@@ -10,7 +10,7 @@ import pytest
 
 from jkbms_exporter.config import parse_config
 from jkbms_exporter.scan import config_snippet, scan_port
-from jkbms_exporter.simulator import PbBusBms, SimulatedBms, TcpSimulator, jk_pb_device
+from jkbms_exporter.sim.bms import PbBusBms, SimulatedBms, TcpSimulator, jk_pb_device
 
 
 @pytest.fixture

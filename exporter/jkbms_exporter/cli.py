@@ -18,7 +18,8 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__, jk_serial
+from . import __version__
+from .protocols import jk_serial
 from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
 from .config import (
     DEFAULT_PROTOCOL,
@@ -29,15 +30,15 @@ from .config import (
     load_config_file,
     parse_device_flag,
 )
-from .ble import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCAN_TIMEOUT, is_ble_url
+from .links.ble import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCAN_TIMEOUT, is_ble_url
 from .errors import JkbmsError
-from .http import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_listen_address
+from .web.server import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_listen_address
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import reading_to_json
 from .pack import DEFAULT_READ_TIMEOUT
-from .pb_bus import DEFAULT_REPLY_TIMEOUT, EXTRA_FRAMES
+from .links.pb_bus import DEFAULT_REPLY_TIMEOUT, EXTRA_FRAMES
 from .report import render_reading
-from .simulator import (
+from .sim.bms import (
     FAULTS,
     SCENARIOS,
     PbBusBms,
@@ -48,8 +49,8 @@ from .simulator import (
     jk_pb_device,
     scenario_help,
 )
-from .transport import DEFAULT_BAUDRATE
-from .webconfig import load_web_config
+from .links.serial import DEFAULT_BAUDRATE
+from .web.webconfig import load_web_config
 
 log = logging.getLogger("jkbms_exporter")
 
@@ -458,7 +459,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.ble:
         if args.url:
             raise UsageError("scan: give a URL or --ble, not both")
-        from .ble import format_scan_results, scan_ble
+        from .links.ble import format_scan_results, scan_ble
 
         sys.stdout.write(format_scan_results(scan_ble(args.timeout, progress)))
         return EXIT_OK

@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .ble import build_ble_pack, is_ble_url
+from .errors import ConfigError
+from .links.ble import build_ble_pack, is_ble_url
 from .pack import DEFAULT_READ_TIMEOUT, AutoProtocol, JkSerialProtocol, Pack, ReadProtocol
-from .pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
-from .transport import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport
+from .links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
+from .links.serial import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport
 
 #: Pack names become the ``pack`` label: keep them to what reads well in PromQL and URLs.
 _PACK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -36,10 +37,6 @@ RESERVED_LABELS = frozenset((
 PROTOCOLS = ("jk-serial", "jk-pb", "auto")
 DEFAULT_PROTOCOL = "jk-serial"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(ValueError):
-    """A pack definition that cannot work; the message names the offending value."""
 
 
 @dataclass(frozen=True)

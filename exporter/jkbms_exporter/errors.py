@@ -96,3 +96,8 @@ def reason_of(error: BaseException) -> str:
     if isinstance(error, OSError):
         return "io"
     return "malformed"
+
+
+class ConfigError(ValueError):
+    """A pack definition or configuration file that cannot work; the message names the
+    offending value (and, for files, file:line: field)."""

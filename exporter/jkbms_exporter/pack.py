@@ -5,7 +5,7 @@ the transport return one whole frame, decode it with the codec. It counts nothin
 logs nothing; the collector does that.
 
 A *transport* is anything with a ``url``, a ``lock`` shared by every pack on it, and
-``close()`` (:class:`~jkbms_exporter.transport.SerialTransport`, or the BLE transport).
+``close()`` (:class:`~jkbms_exporter.links.serial.SerialTransport`, or the BLE transport).
 A *protocol* is anything with a ``name`` and ``read(transport, deadline)`` returning
 ``(Reading, frame bytes)`` or raising a :class:`~jkbms_exporter.errors.JkbmsError`.
 """
@@ -23,10 +23,10 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment,misc]
 
-from . import jk_serial
+from .protocols import jk_serial
 from .errors import FrameError, JkbmsError, ReadTimeout, TransportError
 from .reading import Reading
-from .transport import SerialTransport
+from .links.serial import SerialTransport
 
 log = logging.getLogger(__name__)
 

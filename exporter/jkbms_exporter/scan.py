@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
-from . import jk_pb
+from .protocols import jk_pb
 from .errors import FrameError, ReadTimeout
 from .pack import JkSerialProtocol
-from .pb_bus import BUS_GAP, PbBus
-from .transport import SerialTransport
+from .links.pb_bus import BUS_GAP, PbBus
+from .links.serial import SerialTransport
 
 #: 115200 is the default of every JK protocol; JK-PB UART1 protocol "013" runs at 9600.
 SCAN_BAUD_RATES = (115200, 9600)

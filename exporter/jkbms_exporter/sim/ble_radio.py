@@ -11,11 +11,11 @@ be dropped, the board made unreachable, or its connection taken by "the JK app".
 
 Frames come from a :class:`ReplayFrames` (real captured frames, e.g.
 ``shared/protocol/vectors/jk02.json``) or a :class:`SimulatedFrames` (a live
-:class:`~jkbms_exporter.simulator.SimulatedBms` encoded with the jk02 encoders).
+:class:`~jkbms_exporter.sim.bms.SimulatedBms` encoded with the jk02 encoders).
 
 Two ways in:
 
-* :class:`FakeBleBackend` implements :class:`jkbms_exporter.ble.BleBackend` directly
+* :class:`FakeBleBackend` implements :class:`jkbms_exporter.links.ble.BleBackend` directly
   (bleak-like client and scanner objects); no bleak needed. ``ble+sim://`` URLs use it
   (:func:`simulated_backend`).
 * :func:`bleak_backend` plugs the same boards into the real ``bleak.BleakClient`` and
@@ -34,10 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import jk02
-from .ble import CHARACTERISTIC_UUID, JK_MANUFACTURER_ID, SERVICE_UUID, BleTarget
-from .reading import Reading
-from .simulator import SCENARIOS, SimulatedBms
+from ..protocols import jk02
+from ..links.ble import CHARACTERISTIC_UUID, JK_MANUFACTURER_ID, SERVICE_UUID, BleTarget
+from ..reading import Reading
+from .bms import SCENARIOS, SimulatedBms
 
 log = logging.getLogger(__name__)
 
@@ -481,7 +481,7 @@ class FakeJkBms:
 
 
 class FakeBleClient:
-    """The ``bleak.BleakClient`` surface :mod:`jkbms_exporter.ble` uses, on a fake board."""
+    """The ``bleak.BleakClient`` surface :mod:`jkbms_exporter.links.ble` uses, on a fake board."""
 
     def __init__(self, board: FakeJkBms, disconnected_callback: Optional[Callable[..., None]]
                  = None) -> None:
@@ -527,7 +527,7 @@ class FakeBleClient:
 
 
 class FakeBleBackend:
-    """:class:`jkbms_exporter.ble.BleBackend` on a fake radio holding ``devices``."""
+    """:class:`jkbms_exporter.links.ble.BleBackend` on a fake radio holding ``devices``."""
 
     def __init__(self, *devices: Any, advertising_interval: float = 0.01) -> None:
         self.devices = list(devices)
@@ -622,7 +622,7 @@ def simulated_backend(target: BleTarget) -> FakeBleBackend:
 
 
 def bleak_backend(fake: FakeBleBackend, mtu: int = 247) -> Any:
-    """A :class:`jkbms_exporter.ble.BleakBackend` whose ``bleak.BleakClient`` and
+    """A :class:`jkbms_exporter.links.ble.BleakBackend` whose ``bleak.BleakClient`` and
     ``bleak.BleakScanner`` run on ``fake``'s boards through bleak's ``backend=`` hook:
     the exporter's calls go through the real bleak classes (UUID resolution, callback
     wrapping, argument checks). Works with bleak 0.22 to 3.x (their backend base classes
@@ -634,7 +634,7 @@ def bleak_backend(fake: FakeBleBackend, mtu: int = 247) -> Any:
     from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
     from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 
-    from .ble import BleakBackend
+    from ..links.ble import BleakBackend
 
     if inspect.isabstract(BleakGATTCharacteristic):  # bleak < 1.0: only BlueZ's are concrete
         from bleak.backends.bluezdbus.characteristic import BleakGATTCharacteristicBlueZDBus

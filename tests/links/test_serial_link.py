@@ -13,7 +13,7 @@ from typing import Callable, Iterator, List
 import pytest
 import serial
 
-from jkbms_exporter import jk_serial
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.config import PackConfig, build_packs
 from jkbms_exporter.errors import (
     ChecksumError,
@@ -23,7 +23,7 @@ from jkbms_exporter.errors import (
     reason_of,
 )
 from jkbms_exporter.pack import JkSerialProtocol, Pack
-from jkbms_exporter.simulator import (
+from jkbms_exporter.sim.bms import (
     FAULTS,
     PtySimulator,
     ReplayBms,
@@ -31,7 +31,7 @@ from jkbms_exporter.simulator import (
     TcpSimulator,
     apply_fault,
 )
-from jkbms_exporter.transport import SerialTransport
+from jkbms_exporter.links.serial import SerialTransport
 
 
 @pytest.fixture(scope="module")

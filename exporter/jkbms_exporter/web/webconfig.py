@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 import yaml
 
-from .config import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 

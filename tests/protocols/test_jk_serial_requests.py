@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from jkbms_exporter import jk_serial
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.errors import FrameError
 
 from test_jk_serial_helpers import byte_sum16, frame_by_id, frames, spec_section, vectors
 
-PACKAGE = Path(jk_serial.__file__).resolve().parent
+PACKAGE = Path(jk_serial.__file__).resolve().parent.parent  # the whole package
 
 #: Spec §4 "Worked examples (verified)": request bytes up to 0x68 → checksum bytes.
 SPEC_WORKED_EXAMPLES = {
@@ -143,7 +143,7 @@ def test_parse_request_rejects_a_reply():
 # ----------------------------------------------------------------------------- static scan
 
 def _package_sources():
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         yield path, ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 
@@ -195,7 +195,7 @@ def test_static_scan_would_see_a_hand_made_write_frame():
 
 
 def test_static_codec_builds_frames_only_through_the_guarded_builder():
-    tree = ast.parse((PACKAGE / "jk_serial.py").read_text(encoding="utf-8"))
+    tree = ast.parse((PACKAGE / "protocols" / "jk_serial.py").read_text(encoding="utf-8"))
     functions = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
     builder = functions["_build_frame"]
     # its first statement refuses commands outside READ_COMMANDS

@@ -18,9 +18,9 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer,
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from . import __version__
-from .collector import Poller
-from .reading import READING_AGE_KEY
+from .. import __version__
+from ..collector import Poller
+from ..reading import READING_AGE_KEY
 from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -492,7 +492,7 @@ def make_http_server(app: Callable, listen_address: str,
                      max_connections: int = MAX_CONNECTIONS) -> WSGIServer:
     """Bind the server (raises ``OSError`` if the address is taken).
 
-    ``web_config`` (from :func:`~jkbms_exporter.webconfig.load_web_config`) adds TLS,
+    ``web_config`` (from :func:`~jkbms_exporter.web.webconfig.load_web_config`) adds TLS,
     client certificates, basic auth and response headers.
     """
     host, port = parse_listen_address(listen_address)

@@ -11,7 +11,7 @@ from typing import Callable, Dict
 
 import pytest
 
-from jkbms_exporter import jk_serial
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.errors import ChecksumError
 from jkbms_exporter.metrics import reading_samples, reading_to_json
 from jkbms_exporter.reading import Reading

@@ -15,7 +15,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
-from jkbms_exporter.http import MAX_REQUEST_BODY, make_http_server
+from jkbms_exporter.web.server import MAX_REQUEST_BODY, make_http_server
 
 BODY = b"jkbms_up 1\n"
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from jkbms_exporter import jk_serial
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.reading import COULOMBS_PER_AMPERE_HOUR
 
 from test_jk_serial_helpers import (

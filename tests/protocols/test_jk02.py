@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import load_vectors
-from jkbms_exporter import jk02, jk_serial
+from jkbms_exporter.protocols import jk02, jk_serial
 from jkbms_exporter.errors import (
     BadStartError,
     ChecksumError,

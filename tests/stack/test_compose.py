@@ -142,7 +142,7 @@ def test_services_find_each_other(config: dict) -> None:
     (target,) = job["static_configs"][0]["targets"]
     host, port = target.split(":")
     assert host == "exporter" and int(port) in published(services["exporter"])
-    from jkbms_exporter.http import DEFAULT_PORT
+    from jkbms_exporter.web.server import DEFAULT_PORT
     assert int(port) == DEFAULT_PORT  # what the image listens on
     (alertmanager,) = scrape["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert alertmanager == "alertmanager:9093"
@@ -270,7 +270,7 @@ def test_dockerfile_slim_multiarch_base_and_non_root_dialout_user() -> None:
 
 
 def test_dockerfile_entrypoint_and_healthcheck_work(start_exporter) -> None:
-    from jkbms_exporter.http import DEFAULT_PORT
+    from jkbms_exporter.web.server import DEFAULT_PORT
 
     stage = dict((keyword, rest) for keyword, rest in final_stage())
     assert stage["EXPOSE"] == str(DEFAULT_PORT)

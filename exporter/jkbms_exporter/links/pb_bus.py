@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import jk02, jk_pb
-from .errors import FrameError, ReadTimeout
-from .reading import READING_AGE_KEY, Reading
-from .transport import Framer, SerialTransport
+from ..protocols import jk02, jk_pb
+from ..errors import FrameError, ReadTimeout
+from ..reading import READING_AGE_KEY, Reading
+from .serial import Framer, SerialTransport
 
 log = logging.getLogger(__name__)
 

@@ -32,14 +32,14 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import (
+from ..errors import (
     BadStartError,
     ChecksumError,
     FrameError,
     LengthMismatchError,
     TruncatedFieldError,
 )
-from .reading import COULOMBS_PER_AMPERE_HOUR, NOT_REPORTED_KEY, DeviceInfo, Reading, Setting
+from ..reading import COULOMBS_PER_AMPERE_HOUR, NOT_REPORTED_KEY, DeviceInfo, Reading, Setting
 
 PROTOCOL_NAME = "jk02"
 

@@ -13,18 +13,18 @@ import pytest
 
 from conftest import load_vectors
 
-from jkbms_exporter import jk02, jk_pb
+from jkbms_exporter.protocols import jk02, jk_pb
 from jkbms_exporter.collector import Poller
 from jkbms_exporter.config import PackConfig, build_packs
-from jkbms_exporter.pb_bus import PbBus, read_response_framer, trigger_framer
-from jkbms_exporter.simulator import (
+from jkbms_exporter.links.pb_bus import PbBus, read_response_framer, trigger_framer
+from jkbms_exporter.sim.bms import (
     PbBusBms,
     PtySimulator,
     SimulatedBms,
     TcpSimulator,
     jk_pb_device,
 )
-from jkbms_exporter.transport import SerialTransport
+from jkbms_exporter.links.serial import SerialTransport
 
 
 def bus_of(addresses: List[int], **options: object) -> PbBusBms:

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - Windows
     class _TermiosError(Exception):  # type: ignore[no-redef]
         pass
 
-from .errors import IncompleteFrameError, ReadTimeout, TransportError
+from ..errors import IncompleteFrameError, ReadTimeout, TransportError
 
 log = logging.getLogger(__name__)
 

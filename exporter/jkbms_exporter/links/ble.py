@@ -15,7 +15,7 @@ How it works:
   service FFE0 (new modules have two FFE1 handles, one to write and one that notifies:
   :func:`pick_characteristics`), writes the device-info command 0x97 and then 0x96 (one
   settings frame, then a stream of cell-info frames), and reassembles the notifications
-  with :class:`~jkbms_exporter.jk02.FrameAssembler`. When the link drops it reconnects
+  with :class:`~jkbms_exporter.protocols.jk02.FrameAssembler`. When the link drops it reconnects
   with capped exponential backoff; while it is down, reads fail with
   :class:`~jkbms_exporter.errors.TransportError` (reason ``io``).
 * It only ever writes the read commands: every write goes through
@@ -29,7 +29,7 @@ How it works:
 
 Seam for tests and demos: everything that touches the radio goes through a *backend*
 (:class:`BleBackend`): :class:`BleakBackend` is the real one (bleak, imported lazily so
-that this module imports without it); :mod:`jkbms_exporter.ble_fake` has a fake radio
+that this module imports without it); :mod:`jkbms_exporter.sim.ble_radio` has a fake radio
 with fake JK boards. Pass ``backend=`` to :func:`build_ble_pack`, :func:`scan_ble` or
 :class:`BleTransport`; ``None`` means :func:`default_backend` (bleak).
 """
@@ -53,15 +53,15 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment,misc]
 
-from . import jk02
-from .errors import ReadTimeout, TransportError
-from .pack import Pack
-from .reading import READING_AGE_KEY, Reading
+from ..protocols import jk02
+from ..errors import ConfigError, ReadTimeout, TransportError
+from ..pack import Pack
+from ..reading import READING_AGE_KEY, Reading
 
 log = logging.getLogger(__name__)
 
 SCHEME = "ble://"
-#: A simulated BMS on the fake radio of :mod:`jkbms_exporter.ble_fake` (demos, tests).
+#: A simulated BMS on the fake radio of :mod:`jkbms_exporter.sim.ble_radio` (demos, tests).
 SIM_SCHEME = "ble+sim://"
 
 SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
@@ -116,8 +116,6 @@ class LinkError(Exception):
 
 
 def _config_error(message: str) -> Exception:
-    from .config import ConfigError  # lazy: config may import this module
-
     return ConfigError(message)
 
 
@@ -405,7 +403,7 @@ _ATTEMPTING = ("starting", "scanning", "connecting")
 class BleTransport:
     """One BMS over BLE: one connection kept open, reconnected with capped backoff.
 
-    Same surface as :class:`~jkbms_exporter.transport.SerialTransport` for
+    Same surface as :class:`~jkbms_exporter.links.serial.SerialTransport` for
     :class:`~jkbms_exporter.pack.Pack`: ``url``, ``lock``, ``is_open``, ``close()``.
     The connection runs in a thread of its own, started by :meth:`start` (or the first
     read) and stopped by :meth:`close`; a read after ``close()`` starts it again.
@@ -842,7 +840,7 @@ def build_ble_pack(name: str, url: str, read_timeout: float, invert_current: boo
     except ValueError as error:
         raise _config_error("pack %s: bad BLE URL %r: %s" % (name, url, error)) from None
     if target.simulated:
-        from . import ble_fake
+        from ..sim import ble_radio as ble_fake
 
         try:
             backend = ble_fake.simulated_backend(target)

@@ -33,10 +33,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import REPO, find_tool
 
-from jkbms_exporter import webconfig
+from jkbms_exporter.web import webconfig
 from jkbms_exporter.config import ConfigError
-from jkbms_exporter.http import make_http_server
-from jkbms_exporter.webconfig import BasicAuthenticator, load_web_config
+from jkbms_exporter.web.server import make_http_server
+from jkbms_exporter.web.webconfig import BasicAuthenticator, load_web_config
 
 PASSWORD = "correct horse battery staple"
 #: Cheap hashes for the functional tests; the timing test makes its own.

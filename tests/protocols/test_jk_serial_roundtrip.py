@@ -12,7 +12,7 @@ from typing import Dict, Optional
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from jkbms_exporter import jk_serial
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.reading import DeviceInfo, Reading, Setting
 
 from test_jk_serial_helpers import (

@@ -23,9 +23,9 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
-from . import jk02, jk_pb, jk_serial
-from .errors import FrameError
-from .reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
+from ..protocols import jk02, jk_pb, jk_serial
+from ..errors import FrameError
+from ..reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
 
 log = logging.getLogger(__name__)
 

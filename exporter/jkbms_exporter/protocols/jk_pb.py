@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import jk02
-from .errors import (
+from ..errors import (
     BadStartError,
     ChecksumError,
     FrameError,
@@ -32,7 +32,7 @@ from .errors import (
     LengthMismatchError,
     TruncatedFieldError,
 )
-from .reading import Reading
+from ..reading import Reading
 
 PROTOCOL_NAME = "jk-pb"
 GENERATION = jk02.JK02_32S  # every JK-PB speaks the 32S layout (spec jk-02-frames §1)

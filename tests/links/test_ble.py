@@ -1,4 +1,4 @@
-"""BLE transport and protocol against the fake radio of jkbms_exporter.ble_fake.
+"""BLE transport and protocol against the fake radio of jkbms_exporter.sim.ble_radio.
 
 The fake boards replay the real captures of vectors/jk02.json as notifications of 20-244
 bytes (with 320-byte padding, garbage, cut-off and corrupt frames where a test asks), so
@@ -19,7 +19,9 @@ import yaml
 
 from conftest import load_vectors
 
-from jkbms_exporter import ble, ble_fake, jk02
+from jkbms_exporter.links import ble
+from jkbms_exporter.sim import ble_radio as ble_fake
+from jkbms_exporter.protocols import jk02
 from jkbms_exporter.config import ConfigError, parse_config
 from jkbms_exporter.errors import ReadTimeout, TransportError, reason_of
 from jkbms_exporter.pack import Pack
@@ -447,7 +449,8 @@ def test_bad_urls_are_one_line_config_errors(url: str, problem: str) -> None:
 MISSING_BLEAK_SCRIPT = r"""
 import sys
 sys.modules["bleak"] = None  # what `import bleak` sees when the extra is not installed
-from jkbms_exporter import ble, config
+from jkbms_exporter.links import ble
+from jkbms_exporter import config
 try:
     ble.build_ble_pack("house", "ble://C8:47:80:31:F6:43", 1.0, False, ())
 except config.ConfigError as error:

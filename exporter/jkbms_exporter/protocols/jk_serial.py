@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import (
+from ..errors import (
     BadStartError,
     ChecksumError,
     FrameError,
@@ -28,7 +28,7 @@ from .errors import (
     TruncatedFieldError,
     UnknownTagError,
 )
-from .reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
+from ..reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
 
 PROTOCOL_NAME = "jk-serial"
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from jkbms_exporter import jk_serial
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.errors import FrameError
 from jkbms_exporter.reading import Reading
 
 from test_jk_serial_helpers import build_frame, frame_bytes, frame_ids, info_of, reseal
 
-PACKAGE = str(Path(jk_serial.__file__).resolve().parent)
+PACKAGE = str(Path(jk_serial.__file__).resolve().parent.parent)  # the whole package
 FUZZ = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

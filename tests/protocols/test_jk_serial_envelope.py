@@ -7,7 +7,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from jkbms_exporter import jk_serial
+from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.errors import (
     BadStartError,
     ChecksumError,

@@ -1,0 +1,1 @@
+"""Pure codecs: bytes <-> Reading, request builders and the encoders the simulators use."""

@@ -1,0 +1,1 @@
+"""Simulated boards and their scenarios, served by --simulate and ble+sim://."""
