@@ -4,7 +4,9 @@
 #   - Debian packages, when missing: prometheus (promtool + the Prometheus server for the
 #     end-to-end tests), prometheus-alertmanager (amtool checks the Alertmanager
 #     config), docker-compose (to validate the compose file), systemd
-#     (systemd-analyze verifies the unit file), openssl and curl (TLS client tests);
+#     (systemd-analyze verifies the unit file), openssl and curl (TLS client tests),
+#     victoria-metrics (vmagent, VictoriaMetrics, vmalert, vmauth: the many-sites tests)
+#     and chromium (the landing page in a real headless browser);
 #   - a virtual environment in .venv with the package and its test extras (PEP 668 safe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,8 @@ command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v vmagent >/dev/null 2>&1 || need_apt+=(victoria-metrics)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
