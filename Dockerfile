@@ -9,8 +9,10 @@
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 .
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
-# Optional extras to install: "web" (basic auth); add ",ble" for Bluetooth packs, which also
-# need the host's D-Bus socket (-v /run/dbus:/run/dbus:ro) and BlueZ running on the host.
+# Optional extras to install: "web" (basic auth); "web,ble" adds Bluetooth packs, which also
+# need the host's D-Bus socket (-v /run/dbus:/run/dbus:ro) and BlueZ running on the host:
+#   docker build --build-arg EXTRAS=web,ble -t jkbms-exporter .
+# (with compose: JKBMS_EXTRAS=web,ble in .env, then docker compose build)
 ARG EXTRAS=web
 
 # ---- build: wheels for the package and its dependencies --------------------------
@@ -40,7 +42,9 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels "jkbms-exporter[$
 # (/dev/ttyUSB*, /dev/ttyACM*).
 USER 10025:20
 EXPOSE 10025
+# /-/healthy answers while the HTTP server serves and never reads the BMS (a probe of
+# /metrics would add a bus read every 30 s).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:10025/metrics', timeout=9).status == 200 else 1)"]
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:10025/-/healthy', timeout=9).status == 200 else 1)"]
 ENTRYPOINT ["jkbms-exporter"]
 CMD ["serve", "--simulate"]

@@ -122,6 +122,23 @@ if _REQUEST_LOG.exists():
     _REQUEST_LOG.unlink()
 
 
+@pytest.fixture
+def own_request_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """Simulators started during the test (exporter subprocesses included) log the request
+    frames they receive to a file of this test; the fixture's value returns them so far.
+    At the end they join the session's log, where all must be read requests."""
+    path = tmp_path / "requests.log"
+    monkeypatch.setenv("JKBMS_SIMULATOR_REQUEST_LOG", str(path))
+
+    def lines() -> List[str]:
+        return path.read_text().split() if path.exists() else []
+
+    yield lines
+    if path.exists():
+        with _REQUEST_LOG.open("a") as handle:
+            handle.write(path.read_text())
+
+
 def non_read_requests(lines: List[str]) -> List[str]:
     """The logged frames that are not read requests of a protocol we speak."""
     from jkbms_exporter.protocols import jk_pb, jk_serial

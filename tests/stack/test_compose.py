@@ -21,6 +21,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -269,7 +270,10 @@ def test_dockerfile_slim_multiarch_base_and_non_root_dialout_user() -> None:
     assert "build-essential" not in run
 
 
-def test_dockerfile_entrypoint_and_healthcheck_work(start_exporter) -> None:
+def test_dockerfile_entrypoint_and_healthcheck_work(start_exporter, own_request_log,
+                                                   config: dict) -> None:
+    """The image's and compose's health checks pass against a real exporter, fail once it
+    is gone, and never make the exporter read the BMS."""
     from jkbms_exporter.web.server import DEFAULT_PORT
 
     stage = dict((keyword, rest) for keyword, rest in final_stage())
@@ -278,15 +282,34 @@ def test_dockerfile_entrypoint_and_healthcheck_work(start_exporter) -> None:
     cmd = json.loads(stage["CMD"])
     assert cmd == ["serve", "--simulate"]
     health = stage["HEALTHCHECK"]
-    assert "/metrics" in health
-    probe = json.loads(health.split("CMD", 1)[1])
-    assert probe[0] == "python"
-    exporter = start_exporter(*cmd[1:])
+    image_probe = json.loads(health.split("CMD", 1)[1])
+    compose_probe = config["services"]["exporter"]["healthcheck"]["test"]
+    assert compose_probe[0] == "CMD"
+    probes = [image_probe, compose_probe[1:]]
+    for probe in probes:
+        assert probe[0] == "python" and "/-/healthy" in probe[-1] and "/metrics" not in probe[-1]
+    exporter = start_exporter(*cmd[1:], "--min-interval", "0.1")
     # the image listens on DEFAULT_PORT; here the exporter has a free port instead
-    argv = [sys.executable] + [a.replace(str(DEFAULT_PORT), str(exporter.port)) for a in probe[1:]]
-    assert subprocess.run(argv, timeout=30).returncode == 0
+    argvs = [[sys.executable] + [a.replace(str(DEFAULT_PORT), str(exporter.port))
+                                 for a in probe[1:]] for probe in probes]
+    for _ in range(2):
+        for argv in argvs:
+            assert subprocess.run(argv, timeout=30).returncode == 0
+        time.sleep(0.2)  # past --min-interval
+    assert own_request_log() == [], "a health check made the exporter read the BMS"
     exporter.stop()
-    assert subprocess.run(argv, capture_output=True, timeout=30).returncode != 0
+    for argv in argvs:
+        assert subprocess.run(argv, capture_output=True, timeout=30).returncode != 0
+
+
+def test_image_extras_are_a_build_argument(config: dict) -> None:
+    """EXTRAS (Dockerfile) is set from JKBMS_EXTRAS (.env) in compose, default web."""
+    args = dict(rest.split("=", 1) for keyword, rest in dockerfile_instructions()
+                if keyword == "ARG" and "=" in rest)
+    assert args["EXTRAS"] == "web"
+    assert config["services"]["exporter"]["build"]["args"] == {"EXTRAS": "web"}
+    run = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "RUN")
+    assert "[${EXTRAS}]" in run
 
 
 def _ignored(name: str, patterns: List[str]) -> bool:

@@ -1,11 +1,11 @@
-"""HTTP side: ``/metrics`` (or the configured path), a landing page at ``/``, 404 elsewhere.
+"""HTTP side: ``/metrics`` (or the configured path), the landing page at ``/`` (with its
+pack cards at ``/-/packs``), the health checks ``/-/healthy`` and ``/-/ready``, 404 elsewhere.
 
 prometheus_client's own WSGI app answers metrics on *every* path, so it is wrapped.
 """
 
 from __future__ import annotations
 
-import html
 import io
 import logging
 import socket
@@ -18,9 +18,8 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer,
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from .. import __version__
 from ..collector import Poller
-from ..reading import READING_AGE_KEY
+from .landing import current_snapshot, landing_page, pack_cards
 from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -52,66 +51,6 @@ def parse_listen_address(text: str) -> Tuple[str, int]:
     return host, port
 
 
-def _age(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "never"
-    return "%.1f s ago" % seconds
-
-
-def landing_page(poller: Poller, telemetry_path: str) -> str:
-    rows: List[str] = []
-    snapshot = poller.snapshot
-    results = {r.name: r for r in snapshot.results} if snapshot else {}
-    now = time.time()
-    for pack in poller.packs:
-        status = poller.status[pack.name]
-        result = results.get(pack.name)
-        if result is None:
-            state = '<span class="unk">not read yet</span>'
-        elif result.up:
-            state = '<span class="up">up</span>'
-            extra = result.reading.extra if result.reading is not None else {}
-            if extra.get("source") == "listen":
-                state += " (listen-only: another master polls this bus)"
-            if extra.get(READING_AGE_KEY) is not None:
-                state += ", values %.1f s old" % float(extra[READING_AGE_KEY])  # type: ignore[arg-type]
-        else:
-            state = '<span class="down">down</span>: %s (%s)' % (
-                html.escape(result.error), html.escape(result.reason))
-        age = None if status.last_success_time is None else now - status.last_success_time
-        reading = status.last_reading
-        cells = ""
-        if reading is not None and reading.cells:
-            low, high = reading.cell_voltage_min_volts, reading.cell_voltage_max_volts
-            cells = " ".join(
-                '<span class="%s">%.3f</span>' % (
-                    "max" if v == high and high != low else "min" if v == low and high != low else "",
-                    v,
-                )
-                for v in reading.cell_voltages_volts
-            ) + " V (spread %.0f mV)" % (reading.cell_voltage_spread_volts * 1000)
-        rows.append(
-            "<tr><td>%s</td><td><code>%s</code></td><td>%s</td><td>%s</td><td>%s</td></tr>"
-            % (html.escape(pack.name), html.escape(pack.port), state, _age(age), cells)
-        )
-    return """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>JK BMS exporter</title>
-<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}
-.up{color:#1a7f37;font-weight:bold}.down{color:#cf222e;font-weight:bold}.unk{color:#888}
-.min{color:#0969da;font-weight:bold}.max{color:#cf222e;font-weight:bold}</style></head>
-<body><h1>JK BMS exporter</h1>
-<p>Version %s. Metrics: <a href="%s">%s</a></p>
-<table><tr><th>Pack</th><th>Port</th><th>State</th><th>Last good read</th><th>Cells</th></tr>
-%s
-</table></body></html>
-""" % (
-        html.escape(__version__),
-        html.escape(telemetry_path),
-        html.escape(telemetry_path),
-        "\n".join(rows),
-    )
-
-
 class ExporterApp:
     """The WSGI application."""
 
@@ -140,12 +79,35 @@ class ExporterApp:
                 return self._metrics_app(dict(environ, REQUEST_METHOD="GET"), start_response)
             return self._metrics_app(environ, start_response)
         if path == "/":
-            body = landing_page(self.poller, self.telemetry_path).encode("utf-8")
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                      ("Content-Length", str(len(body)))])
-            return [b"" if method == "HEAD" else body]
+            page = landing_page(self.poller, self.telemetry_path, current_snapshot(self.poller))
+            return _html(start_response, method, page)
+        if path == "/-/packs":
+            return _html(start_response, method,
+                         pack_cards(self.poller, current_snapshot(self.poller)))
+        if path == "/-/healthy":
+            return _plain(start_response, "200 OK", "jkbms-exporter is Healthy.\n")
+        if path == "/-/ready":
+            return self._ready(start_response)
         return _plain(start_response, "404 Not Found", "Not found. Metrics are at %s\n"
                       % self.telemetry_path)
+
+    def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
+        """200 once every pack has been read successfully at least once; never reads."""
+        unread = [name for name, status in self.poller.status.items()
+                  if status.last_success_time is None]
+        if unread:
+            return _plain(start_response, "503 Service Unavailable",
+                          "jkbms-exporter is not ready: no good read yet of %s.\n"
+                          % ", ".join(unread))
+        return _plain(start_response, "200 OK", "jkbms-exporter is Ready.\n")
+
+
+def _html(start_response: StartResponse, method: str, page: str) -> Iterable[bytes]:
+    body = page.encode("utf-8")
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                              ("Content-Length", str(len(body))),
+                              ("Cache-Control", "no-store")])
+    return [b"" if method == "HEAD" else body]
 
 
 def _plain(start_response: StartResponse, status: str, text: str,
