@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .protocols import jk_serial
+from .energy import DEFAULT_MAX_GAP, MAX_GAP_RANGE
 from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
 from .config import (
     DEFAULT_PROTOCOL,
@@ -86,6 +87,14 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _max_gap(text: str) -> float:
+    value = float(_positive(float)(text))
+    if not MAX_GAP_RANGE[0] <= value <= MAX_GAP_RANGE[1]:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError("%r: seconds from %g to %g"
+                                         % ((text,) + MAX_GAP_RANGE))
+    return value
 
 
 def _cells(text: str) -> int:
@@ -157,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scrape-timeout", type=_positive(float), default=DEFAULT_SCRAPE_TIMEOUT,
                        help="a scrape never takes longer than this many seconds (default: %g)"
                        % DEFAULT_SCRAPE_TIMEOUT)
+    serve.add_argument("--energy.max-gap", dest="energy_max_gap", type=_max_gap,
+                       default=DEFAULT_MAX_GAP, metavar="SECONDS",
+                       help="readings of a --device or simulated pack further apart are not "
+                       "integrated into the energy counters (default: %g; the config file "
+                       "sets energy_max_gap)" % DEFAULT_MAX_GAP)
     link_flags(serve)
     logging_flags(serve)
 
@@ -266,7 +280,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         parse_listen_address(args.listen_address)
         configs = [
-            PackConfig(config.name, config.url, args.baud, args.read_timeout)
+            PackConfig(config.name, config.url, args.baud, args.read_timeout,
+                       energy_max_gap=args.energy_max_gap)
             for config in (parse_device_flag(text, position)
                            for position, text in enumerate(args.device, start=1))
         ]
@@ -288,13 +303,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             simulator = _simulator_link(bms, fault=args.simulate_fault, latency=PB_LATENCY)
             configs.extend(
                 PackConfig("%s%d" % (SIMULATED_PACK, address), simulator.path, DEFAULT_BAUDRATE,
-                           args.read_timeout, protocol="jk-pb", address=address)
+                           args.read_timeout, protocol="jk-pb", address=address,
+                           energy_max_gap=args.energy_max_gap)
                 for address in addresses)
         else:
             bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
             simulator = _simulator_link(bms, fault=args.simulate_fault)
             configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
-                                      args.read_timeout))
+                                      args.read_timeout, energy_max_gap=args.energy_max_gap))
     try:
         packs = build_packs(configs)
         poller = Poller(packs, min_interval=args.min_interval, scrape_timeout=args.scrape_timeout)

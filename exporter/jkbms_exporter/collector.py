@@ -21,6 +21,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from . import __version__
+from .energy import EnergyIntegrator
 from .errors import READ_ERROR_REASONS, ReadTimeout, reason_of
 from .metrics import (
     ALL_SPECS,
@@ -30,10 +31,11 @@ from .metrics import (
     SCRAPE_DURATION,
     UP,
     MetricSpec,
+    energy_samples,
     reading_samples,
 )
 from .pack import Pack
-from .reading import Reading
+from .reading import READING_AGE_KEY, Reading
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class PackResult:
     error: str = ""
     reason: str = ""
     frame: bytes = b""
+    #: ``time.monotonic()`` when the values were measured (streamed values: less their age).
+    read_at: float = 0.0
 
     @property
     def up(self) -> bool:
@@ -71,6 +75,7 @@ class PackStatus:
     last_reading: Optional[Reading] = None
     consecutive_failures: int = 0
     last_logged: float = float("-inf")
+    energy: EnergyIntegrator = field(default_factory=EnergyIntegrator)
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,9 @@ class Poller:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._snapshot: Optional[Snapshot] = None
-        self.status: Dict[str, PackStatus] = {pack.name: PackStatus() for pack in self.packs}
+        self.status: Dict[str, PackStatus] = {
+            pack.name: PackStatus(energy=EnergyIntegrator(pack.energy_max_gap))
+            for pack in self.packs}
         # one group (and worker) per port: the port's packs are read in order
         self._groups: Dict[int, List[Pack]] = {}
         for pack in self.packs:
@@ -176,7 +183,10 @@ class Poller:
                 pack.name, pack.port, None, time.monotonic() - started,
                 str(error) or type(error).__name__, reason_of(error),
             )
-        return PackResult(pack.name, pack.port, reading, time.monotonic() - started, frame=frame)
+        finished = time.monotonic()
+        age = float(reading.extra.get(READING_AGE_KEY, 0.0))  # type: ignore[arg-type]
+        return PackResult(pack.name, pack.port, reading, finished - started, frame=frame,
+                          read_at=finished - age)
 
     def _record(self, result: PackResult) -> None:
         status = self.status[result.name]
@@ -190,7 +200,9 @@ class Poller:
             status.consecutive_failures = 0
             status.last_success_time = self._wall_clock()
             status.last_reading = result.reading
+            status.energy.add_reading(result.read_at, result.reading)  # type: ignore[arg-type]
             return
+        status.energy.fail(now)
         status.errors[result.reason] += 1
         status.consecutive_failures += 1
         if status.consecutive_failures == 1 or now - status.last_logged >= _LOG_REPEAT_INTERVAL:
@@ -257,6 +269,8 @@ class JkbmsCollector:
                 add(LAST_SUCCESS, pack, status.last_success_time)
             for reason in READ_ERROR_REASONS:
                 add(READ_ERRORS, pack + (reason,), status.errors[reason])
+            for spec, labels, value in energy_samples(status.energy.totals()):
+                add(spec, pack + labels, value)
             if result.reading is not None:
                 for spec, labels, value in reading_samples(result.reading, result.port):
                     add(spec, pack + labels, value)

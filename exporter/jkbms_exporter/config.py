@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from .energy import DEFAULT_MAX_GAP, MAX_GAP_RANGE
 from .errors import ConfigError
 from .links.ble import build_ble_pack, is_ble_url
 from .pack import DEFAULT_READ_TIMEOUT, AutoProtocol, JkSerialProtocol, Pack, ReadProtocol
@@ -52,6 +53,8 @@ class PackConfig:
     address: Optional[int] = None
     invert_current: bool = False
     labels: Tuple[Tuple[str, str], ...] = ()
+    #: Readings further apart are not integrated into the energy counters (seconds).
+    energy_max_gap: float = DEFAULT_MAX_GAP
     #: Where the definition came from, for error messages (``jkbms.yml:12``, ``--device``).
     origin: str = field(default="", compare=False)
 
@@ -136,9 +139,9 @@ def _expand(value: Any, environ: Mapping[str, str], fail: Any) -> Any:
 
 
 _PACK_KEYS = ("name", "url", "protocol", "address", "baud", "read_timeout", "invert_current",
-              "labels", "verify_checksum")
+              "labels", "verify_checksum", "energy_max_gap")
 _DEFAULT_KEYS = ("protocol", "baud", "read_timeout", "invert_current", "labels",
-                 "verify_checksum")
+                 "verify_checksum", "energy_max_gap")
 
 
 def _field(raw: Any, kind: str, fail: Any) -> Any:
@@ -214,6 +217,10 @@ def _pack_from(mapping: _Mapping, defaults: Mapping[str, Any], index: int, where
         if read_timeout <= 0:
             raise fail_at("read_timeout")("must be greater than 0")
     labels = _labels(values.get("labels") or {}, fail_at("labels"), environ)
+    max_gap = _field(values.get("energy_max_gap", DEFAULT_MAX_GAP), "float",
+                     fail_at("energy_max_gap"))
+    if not MAX_GAP_RANGE[0] <= max_gap <= MAX_GAP_RANGE[1]:  # also refuses nan and inf
+        raise fail_at("energy_max_gap")("%r: seconds from %g to %g" % ((max_gap,) + MAX_GAP_RANGE))
     return PackConfig(
         name=name,
         url=url,
@@ -226,6 +233,7 @@ def _pack_from(mapping: _Mapping, defaults: Mapping[str, Any], index: int, where
         invert_current=_field(values.get("invert_current", False), "bool",
                               fail_at("invert_current")),
         labels=labels,
+        energy_max_gap=max_gap,
         origin="%s:%d" % (where.path, mapping.line),
     )
 
@@ -354,6 +362,7 @@ def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
             packs.append(build_ble_pack(config.name, config.url,
                                         config.read_timeout or DEFAULT_READ_TIMEOUT,
                                         config.invert_current, config.labels, start=False))
+            packs[-1].energy_max_gap = config.energy_max_gap
             continue
         transport = transports.get(config.url)
         if transport is None:
@@ -385,6 +394,7 @@ def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
                 read_timeout=read_timeout,
                 invert_current=config.invert_current,
                 labels=config.labels,
+                energy_max_gap=config.energy_max_gap,
             )
         )
     # BLE links start connecting only once every pack was built: a ConfigError half-way

@@ -12,6 +12,7 @@ from typing import Iterator, List, Mapping, Tuple
 
 import math
 
+from .energy import SKIP_REASONS, EnergyTotals
 from .reading import NOT_REPORTED_KEY, READING_AGE_KEY, SETTING_UNITS, Reading, cell_label
 
 PREFIX = "jkbms_"
@@ -118,7 +119,33 @@ READING_AGE = _g(
 )
 DEVICE_INFO = _g("device_info", "Identification of the BMS; always 1.", *DEVICE_INFO_LABELS)
 
+# --- integrated by the exporter (see energy.py): present for every pack, from 0 at start
+_SINCE_START = (" Starts at 0 when the exporter starts (nothing is stored): use increase() "
+                "or rate().")
+CHARGE_ENERGY = _c("charge_energy_joules_total",
+                   "Energy that went into the pack while charging (integral of V x I over "
+                   "consecutive good readings)." + _SINCE_START)
+DISCHARGE_ENERGY = _c("discharge_energy_joules_total",
+                      "Energy taken from the pack while discharging (integral of V x |I| over "
+                      "consecutive good readings)." + _SINCE_START)
+CHARGE_COULOMBS = _c("charge_coulombs_total",
+                     "Charge that went into the pack (integral of I over consecutive good "
+                     "readings; Ah x 3600)." + _SINCE_START)
+DISCHARGE_COULOMBS = _c("discharge_coulombs_total",
+                        "Charge taken from the pack (integral of |I| over consecutive good "
+                        "readings; Ah x 3600)." + _SINCE_START)
+ENERGY_SKIPPED = _c(
+    "energy_skipped_seconds_total",
+    "Time between readings the energy and charge counters did not integrate, by reason: "
+    "gap (readings further apart than energy_max_gap), failed_read (a read failed in "
+    "between), implausible (current beyond twice the BMS's over-current setting, or pack "
+    "voltage outside cells x 1.5-4.5 V)." + _SINCE_START,
+    "reason",
+)
+
 HEALTH_SPECS = (UP, SCRAPE_DURATION, LAST_SUCCESS, READ_ERRORS)
+ENERGY_SPECS = (CHARGE_ENERGY, DISCHARGE_ENERGY, CHARGE_COULOMBS, DISCHARGE_COULOMBS,
+                ENERGY_SKIPPED)
 READING_SPECS = (
     CELLS,
     CELL_VOLTAGE,
@@ -145,7 +172,7 @@ READING_SPECS = (
     READING_AGE,
     DEVICE_INFO,
 )
-ALL_SPECS = HEALTH_SPECS + READING_SPECS + (BUILD_INFO,)
+ALL_SPECS = HEALTH_SPECS + ENERGY_SPECS + READING_SPECS + (BUILD_INFO,)
 
 Sample = Tuple[MetricSpec, Tuple[str, ...], float]
 
@@ -176,6 +203,16 @@ def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
     age = reading.extra.get(READING_AGE_KEY)
     if age is not None:
         yield READING_AGE, (), float(age)  # type: ignore[arg-type]
+
+
+def energy_samples(totals: EnergyTotals) -> Iterator[Sample]:
+    """The counters of :class:`~jkbms_exporter.energy.EnergyIntegrator` (every skip reason)."""
+    yield CHARGE_ENERGY, (), totals.charge_joules
+    yield DISCHARGE_ENERGY, (), totals.discharge_joules
+    yield CHARGE_COULOMBS, (), totals.charge_coulombs
+    yield DISCHARGE_COULOMBS, (), totals.discharge_coulombs
+    for reason in SKIP_REASONS:
+        yield ENERGY_SKIPPED, (reason,), totals.skipped_seconds[reason]
 
 
 def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:

@@ -23,6 +23,7 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment,misc]
 
+from .energy import DEFAULT_MAX_GAP
 from .protocols import jk_serial
 from .errors import FrameError, JkbmsError, ReadTimeout, TransportError
 from .reading import Reading
@@ -107,6 +108,8 @@ class Pack:
     invert_current: bool = False
     #: Extra labels of every series of this pack, e.g. ``(("site", "cabin"),)``.
     labels: Tuple[Tuple[str, str], ...] = ()
+    #: Readings further apart are not integrated into the energy counters (seconds).
+    energy_max_gap: float = DEFAULT_MAX_GAP
 
     @property
     def port(self) -> str:
