@@ -53,7 +53,7 @@ PUBLIC_METRICS: Dict[str, set] = {
 }
 
 #: Series only some packs have (the JK02 quantities, and the age of streamed values).
-PROTOCOL_DEPENDENT = {"jkbms_cell_resistance_ohms", "jkbms_balance_current_amperes",
+PROTOCOL_DEPENDENT = {"jkbms_balance_wire_resistance_ohms", "jkbms_balance_current_amperes",
                       "jkbms_remaining_capacity_coulombs", "jkbms_state_of_health_ratio",
                       "jkbms_reading_age_seconds"}
 

@@ -34,3 +34,17 @@ def test_reading_age_is_exported_only_when_the_protocol_sets_it() -> None:
     aged = dataclasses.replace(reading, extra=dict(reading.extra, reading_age_seconds=4.2))
     ages = [v for s, _, v in reading_samples(aged) if s.full_name == "jkbms_reading_age_seconds"]
     assert ages == [4.2]
+
+
+def test_balance_wire_resistance_of_a_real_frame_is_named_for_what_it_is() -> None:
+    from jkbms_exporter.report import render_reading
+
+    vectors = load_vectors("jk02.json")
+    (vector,) = [f for f in vectors["frames"] if f["id"] == "cell_info_jk02_32s_v11"]
+    reading = jk02.decode_reading(bytes.fromhex(vector["response_hex"]), jk02.JK02_32S)
+    ohms = [v for s, _, v in reading_samples(reading)
+            if s.full_name == "jkbms_balance_wire_resistance_ohms"]
+    assert ohms == vector["expected"]["cell_resistances_ohm"]
+    assert all(0.05 <= value <= 0.2 for value in ohms)  # balance leads, not cells' mΩ
+    table = render_reading(reading)
+    assert "balance-wire resistance" in table and "wire 0.104 Ω" in table

@@ -103,8 +103,11 @@ SETTINGS = {
     unit: _g("setting_%s" % unit, "BMS protection settings measured in %s." % unit, "setting")
     for unit in SETTING_UNITS
 }
-CELL_RESISTANCE = _g(
-    "cell_resistance_ohms", "Connection resistance the BMS measures for each cell.", "cell"
+BALANCE_WIRE_RESISTANCE = _g(
+    "balance_wire_resistance_ohms",
+    "Resistance of each cell's balance lead (sense wire and its connections) as the BMS "
+    "measures it, typically 0.05-0.2 ohm; not the cell's internal resistance.",
+    "cell",
 )
 BALANCE_CURRENT = _g(
     "balance_current_amperes", "Balancer current; positive while charging a cell."
@@ -165,7 +168,7 @@ READING_SPECS = (
     ALARM_BITMASK,
     STATUS_BITMASK,
     *SETTINGS.values(),
-    CELL_RESISTANCE,
+    BALANCE_WIRE_RESISTANCE,
     BALANCE_CURRENT,
     REMAINING_CAPACITY,
     STATE_OF_HEALTH,
@@ -248,7 +251,7 @@ def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:
     for setting in reading.settings:
         yield SETTINGS[setting.unit], (setting.name,), setting.value
     for index, ohms in enumerate(reading.cell_resistances_ohms or (), start=1):
-        yield CELL_RESISTANCE, (cell_label(index),), ohms
+        yield BALANCE_WIRE_RESISTANCE, (cell_label(index),), ohms
     device = reading.device
     yield DEVICE_INFO, (
         port,
@@ -276,7 +279,7 @@ def reading_to_json(reading: Reading, port: str = "") -> Mapping[str, object]:
         number = value if isinstance(value, float) else int(value)
         if spec is DEVICE_INFO:
             out[spec.name] = dict(zip(spec.labels, labels))
-        elif spec in (CELL_VOLTAGE, CELL_RESISTANCE):
+        elif spec in (CELL_VOLTAGE, BALANCE_WIRE_RESISTANCE):
             out.setdefault(spec.name, []).append(number)
         elif spec.labels:
             out.setdefault(spec.name, {})[labels[0]] = number

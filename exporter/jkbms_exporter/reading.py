@@ -81,7 +81,8 @@ class Reading:
     #: Protocol details useful for troubleshooting but not exported as metrics.
     extra: Mapping[str, object] = field(default_factory=dict)
     # --- quantities only some protocols report (JK02 frames, JK-PB); None elsewhere
-    #: Wire/connection resistance the BMS measures for each cell, same order as the voltages.
+    #: Resistance of each cell's balance lead (sense wire) as the BMS measures it, same order
+    #: as the voltages; not the cells' internal resistance.
     cell_resistances_ohms: Optional[Tuple[float, ...]] = None
     #: Balancer current; positive while charging a cell, negative while discharging one.
     balance_current_amperes: Optional[float] = None

@@ -85,8 +85,9 @@ def render_reading(reading: Reading, port: str = "", frame: bytes = b"") -> str:
     cells = reading.cell_voltages_volts
     if cells:
         low, high = min(cells), max(cells)
-        row("Cells", "%d, min %.3f V, max %.3f V, delta %.0f mV, mean %.3f V" % (
-            len(cells), low, high, (high - low) * 1000, sum(cells) / len(cells)))
+        row("Cells", "%d, min %.3f V, max %.3f V, delta %.0f mV, mean %.3f V%s" % (
+            len(cells), low, high, (high - low) * 1000, sum(cells) / len(cells),
+            "; balance-wire resistance in ohms" if reading.cell_resistances_ohms else ""))
         resistances = reading.cell_resistances_ohms or ()
         for index, volts in enumerate(cells, start=1):
             mark = ""
@@ -94,7 +95,7 @@ def render_reading(reading: Reading, port: str = "", frame: bytes = b"") -> str:
                 mark = "  <- max"
             elif high != low and volts == low:
                 mark = "  <- min"
-            ohms = ("  %.3f Ω" % resistances[index - 1]) if index <= len(resistances) else ""
+            ohms = ("  wire %.3f Ω" % resistances[index - 1]) if index <= len(resistances) else ""
             lines.append("  cell %s  %.3f V%s%s" % (cell_label(index), volts, ohms, mark))
 
     if reading.settings:
