@@ -70,10 +70,12 @@ def deviation_band(deviation_mv: float) -> int:
 
 
 def short_error(result: PackResult) -> str:
-    words = _REASON_WORDS.get(result.reason, result.reason)
-    text = result.error if len(result.error) <= _SHORT_ERROR else (
-        result.error[: _SHORT_ERROR - 1].rstrip() + "…")
-    return "%s: %s" % (words, text) if text else words
+    """The error without the port (shown beside it anyway), cut to a line."""
+    text = " ".join(result.error.replace(" from %s" % result.port, "")
+                    .replace(result.port, "the port").split())
+    if len(text) > _SHORT_ERROR:
+        text = text[: _SHORT_ERROR - 1].rstrip() + "…"
+    return text
 
 
 def _e(value: object) -> str:
@@ -142,8 +144,8 @@ def _state_html(result: Optional[PackResult]) -> str:
     if result is None:
         return '<span class="unk">not read yet</span>'
     if not result.up:
-        return '<span class="down">down</span> <span class="err" title="%s">%s</span>' % (
-            _e(result.error), _e(short_error(result)))
+        return '<span class="down">down</span>: <span class="err">%s</span>' % _e(
+            _REASON_WORDS.get(result.reason, result.reason))
     state = '<span class="up">up</span>'
     extra: Mapping[str, object] = result.reading.extra if result.reading is not None else {}
     if extra.get("source") == "listen":
@@ -174,6 +176,9 @@ def pack_cards(poller: Poller, snapshot: Optional[Snapshot]) -> str:
                 _values_html(reading)
             if stale:
                 body = '<div class="stale">%s</div>' % body
+        if result is not None and not result.up:
+            body = '<p class="errtext" title="%s">%s</p>%s' % (
+                _e(result.error), _e(short_error(result)), body)
         cards.append(
             '<section class="pack" data-pack="%s" data-state="%s"><h2>%s %s</h2>'
             '<p class="meta">Port %s · last good read <span class="age">%s</span></p>%s</section>'
@@ -187,7 +192,7 @@ h1{font-size:1.5em;margin:0 0 .2em}h2{font-size:1.15em;margin:0 0 .3em}
 .pack{border:1px solid #d0d7de;border-radius:6px;padding:.7em 1em;margin:1em 0}
 .meta,.cellsum,.legend,#updated{color:#57606a;font-size:.9em;margin:.2em 0}
 .up{color:#1a7f37;font-weight:bold}.down{color:#cf222e;font-weight:bold}.unk{color:#888}
-.err{color:#cf222e}.alarm{color:#cf222e;font-weight:bold}.ok{color:#1a7f37}.na{color:#888}
+.err{color:#cf222e}.errtext{color:#cf222e;margin:.2em 0;font-size:.95em}.alarm{color:#cf222e;font-weight:bold}.ok{color:#1a7f37}.na{color:#888}
 .values{display:flex;flex-wrap:wrap;gap:.3em 1.6em;margin:.4em 0}.kv b{color:#57606a;font-weight:normal}
 .stale{opacity:.55}.stalenote{margin:.3em 0 0;font-size:.9em}
 .cells{display:flex;flex-wrap:wrap;gap:4px;margin:.5em 0 .2em}
