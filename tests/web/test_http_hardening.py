@@ -275,31 +275,69 @@ def test_body_that_never_arrives_is_408() -> None:
         assert app.calls == []
 
 
-def test_connection_cap_refuses_extra_connections_at_once() -> None:
-    with serving(max_connections=3, request_timeout=30) as (port, _):
-        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+def test_slow_client_flood_does_not_keep_a_scrape_out() -> None:
+    """64 slow clients (the cap) and more arriving: each new connection closes the oldest
+    one still sending its request, so a well-behaved scrape is answered at once."""
+    flood: List[socket.socket] = []
+    with serving(request_timeout=30) as (port, app):
         try:
+            for index in range(80):  # 16 more than the cap
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if index % 2:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # dribbler
+                flood.append(sock)
             time.sleep(0.3)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
-                start = time.perf_counter()
+            start = time.perf_counter()
+            assert get(port) == (200, BODY)
+            elapsed = time.perf_counter() - start
+            # the oldest slow clients were the ones closed, the newest still wait
+            shed = []
+            for sock in flood:
+                sock.settimeout(0.05)
                 try:
-                    data = extra.recv(100)
+                    shed.append(sock.recv(100) == b"")
+                except socket.timeout:
+                    shed.append(False)
                 except ConnectionResetError:
-                    data = b""
-                assert data == b"" and time.perf_counter() - start < 2.0
+                    shed.append(True)
+            closed = sum(shed)
+            assert shed == [True] * closed + [False] * (len(flood) - closed)  # oldest first
         finally:
-            for sock in idle:
+            for sock in flood:
                 sock.close()
-        # Slots come back once those clients are gone.
-        deadline = time.monotonic() + 5
-        while True:
+    print("scrape beside 80 slow clients (cap 64): %.1f ms; %d slow clients shed"
+          % (elapsed * 1e3, closed))
+    assert elapsed < 1.0
+    assert 17 <= closed <= 20  # the 16 beyond the cap and room for the scrape
+    assert [call[1] for call in app.calls] == ["/metrics"]
+
+
+def test_connection_cap_keeps_connections_being_answered() -> None:
+    """When every slot is answering a request, a new connection is closed at once; the
+    slots come back once those answers are done."""
+    release = threading.Event()
+
+    def app(environ: dict, start_response) -> List[bytes]:
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [BODY]
+
+    with serving(app=app, max_connections=3, request_timeout=30) as (port, _):
+        busy = [threading.Thread(target=get, args=(port,)) for _ in range(3)]
+        for thread in busy:
+            thread.start()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            start = time.perf_counter()
             try:
-                assert get(port, timeout=2) == (200, BODY)
-                break
-            except (ConnectionError, http.client.HTTPException):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                data = extra.recv(100)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"" and time.perf_counter() - start < 3.0
+        release.set()
+        for thread in busy:
+            thread.join(5)
+        assert get(port, timeout=2) == (200, BODY)
 
 
 def test_a_slow_app_does_not_block_other_requests() -> None:
@@ -342,6 +380,14 @@ def test_exporter_process_hardening(start_exporter) -> None:
     assert status == 200 and b'jkbms_up{pack="sim"} 1.0' in body
     assert get(port, "/")[0] == 200
     assert get(port, "/nothing")[0] == 404
+    # A flood of idle clients beyond the cap (64) does not keep a scrape out.
+    flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(70)]
+    try:
+        time.sleep(0.3)
+        assert get(port)[0] == 200
+    finally:
+        for sock in flood:
+            sock.close()
     # A stalled client does not hold up a scrape of the real exporter either.
     with socket.create_connection(("127.0.0.1", port)) as stalled:
         stalled.sendall(b"GET /metrics HTTP/1.1\r\n")

@@ -484,9 +484,10 @@ tls_server_config:
 
 
 def test_stalled_tls_clients_do_not_block_other_scrapes(pki: Pki) -> None:
-    """Connections that never send a ClientHello, or stop half-way through it."""
+    """Connections that never send a ClientHello, or stop half-way through it, even when
+    they hold every connection slot (the oldest makes room for the scrape)."""
     config = load_web_config(web_yml(pki, TLS_ONLY))
-    with serving(config, handshake_timeout=30) as port:
+    with serving(config, handshake_timeout=30, max_connections=6) as port:
         stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
         half = socket.create_connection(("127.0.0.1", port))
         half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start

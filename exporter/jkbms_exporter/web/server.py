@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
@@ -138,8 +139,12 @@ HANDSHAKE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
 #: Seconds any single write of the response may block on a client that does not read.
 WRITE_TIMEOUT = 30.0
-#: Connections served at once; more are closed at once (and logged).
+#: Connections served at once. When all are taken, a new connection closes the oldest one
+#: still sending its request (slow or idle clients); if every one is being answered, the
+#: new one is closed at once. Either is logged.
 MAX_CONNECTIONS = 64
+#: Seconds the accept loop waits for a shed connection's slot to come free.
+SHED_WAIT = 2.0
 
 _REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout",
             411: "Length Required", 413: "Payload Too Large", 414: "URI Too Long",
@@ -271,6 +276,7 @@ class _Handler(WSGIRequestHandler):
                 return
             except _ClientGone:
                 return
+            self.server.request_received()
             connection.settimeout(self.server.write_timeout)
             handler = _ServerHandler(io.BytesIO(body), self.wfile, self.get_stderr(),
                                      self.get_environ(), multithread=True)
@@ -376,21 +382,67 @@ class ThreadingServer(ThreadingMixIn, WSGIServer):
         super().server_activate()
         self._slots = threading.BoundedSemaphore(self.max_connections)
         self._last_full_warning = 0.0
+        # Connections still sending their request (or TLS handshake), oldest first:
+        # id of the accepted socket → its file descriptor. When every slot is taken,
+        # the oldest of these makes room for a new connection.
+        self._waiting: "OrderedDict[int, int]" = OrderedDict()
+        self._waiting_lock = threading.Lock()
+        self._this_connection = threading.local()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            now = time.monotonic()
-            if now - self._last_full_warning > 60:
-                self._last_full_warning = now
-                log.warning("%d connections open: refusing new ones (from %s) until some end",
-                            self.max_connections, client_address[0])
-            self.shutdown_request(request)
-            return
+            shed = self._shed_oldest_waiting()
+            if shed is None or not self._slots.acquire(timeout=SHED_WAIT):
+                self._warn_full(client_address, "refusing new ones until some end")
+                self.shutdown_request(request)
+                return
+            self._warn_full(client_address, "closing the oldest still sending its request")
+        with self._waiting_lock:
+            self._waiting[id(request)] = request.fileno()
         try:
             super().process_request(request, client_address)
         except BaseException:
+            self._forget(request)
             self._slots.release()
             raise
+
+    def _warn_full(self, client_address: Any, action: str) -> None:
+        now = time.monotonic()
+        if now - self._last_full_warning > 60:
+            self._last_full_warning = now
+            log.warning("%d connections open (new one from %s): %s", self.max_connections,
+                        client_address[0], action)
+
+    def _shed_oldest_waiting(self) -> Optional[int]:
+        """Shut down the oldest connection that has not sent a whole request yet; its
+        thread then ends and frees its slot. None if every connection is being answered."""
+        with self._waiting_lock:  # held until done: the fd cannot be closed and reused
+            if not self._waiting:
+                return None
+            _, fd = self._waiting.popitem(last=False)
+            try:
+                victim = socket.socket(fileno=fd)
+            except OSError:
+                return fd
+            try:
+                victim.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                victim.detach()
+        return fd
+
+    def request_received(self) -> None:
+        """Called by the handler once this thread's connection has sent its whole request:
+        from then on it is being answered and is never shed."""
+        key = getattr(self._this_connection, "key", None)
+        if key is not None:
+            with self._waiting_lock:
+                self._waiting.pop(key, None)
+
+    def _forget(self, request: Any) -> None:
+        with self._waiting_lock:
+            self._waiting.pop(id(request), None)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -403,22 +455,27 @@ class ThreadingServer(ThreadingMixIn, WSGIServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """In the connection's own thread: TLS handshake (bounded in time), then the request."""
+        self._this_connection.key = id(request)
         connection = request
-        if self.ssl_context is not None:
-            request.settimeout(self.handshake_timeout)
-            try:
-                connection = self.ssl_context.wrap_socket(request, server_side=True)
-            except (OSError, ValueError) as error:  # ssl.SSLError and timeouts are OSErrors
-                log.debug("TLS handshake with %s failed: %s", client_address[0], error)
-                return
-            problem = self.web_config.check_peer(connection) if self.web_config else None
-            if problem:
-                log.info("refused TLS client %s: %s", client_address[0], problem)
-                connection.close()
-                return
         try:
+            if self.ssl_context is not None:
+                request.settimeout(self.handshake_timeout)
+                connection = self.ssl_context.wrap_socket(request, server_side=True,
+                                                          do_handshake_on_connect=False)
+                try:
+                    connection.do_handshake()
+                except (OSError, ValueError) as error:  # ssl.SSLError, timeouts: OSErrors
+                    log.debug("TLS handshake with %s failed: %s", client_address[0], error)
+                    return
+                problem = self.web_config.check_peer(connection) if self.web_config else None
+                if problem:
+                    log.info("refused TLS client %s: %s", client_address[0], problem)
+                    return
             self.RequestHandlerClass(connection, client_address, self)
         finally:
+            # forgotten before the socket is closed, so a shed never hits a reused fd
+            self._forget(request)
+            self._this_connection.key = None
             if connection is not request:
                 try:
                     connection.shutdown(socket.SHUT_WR)
