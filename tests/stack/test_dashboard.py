@@ -28,7 +28,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 #: Emitted by the exporter only for protocols that report them (not the 4E57 simulator).
 LATER_PROTOCOL_METRICS = {
-    "jkbms_cell_resistance_ohms",
+    "jkbms_balance_wire_resistance_ohms",
     "jkbms_balance_current_amperes",
     "jkbms_remaining_capacity_coulombs",
     "jkbms_state_of_health_ratio",
