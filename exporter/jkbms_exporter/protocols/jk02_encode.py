@@ -23,7 +23,6 @@ from .jk02_layout import (
 )
 
 
-
 def _encode_field(frame: bytearray, row: Field, value: object) -> None:
     if row.kind == "secret":
         return

@@ -79,7 +79,6 @@ def format_manufacture_date(text: str) -> str:
     return text
 
 
-
 def temperature_sensors(values: Mapping[str, object]) -> Dict[str, float]:
     """Temperatures of a cell-info frame by ``sensor`` label.
 
