@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import load_vectors
-from jkbms_exporter.protocols import jk02, jk_pb
+from jkbms_exporter.protocols import jk02, jk_pb, jk_pb_listen
 from jkbms_exporter.errors import (
     BadStartError,
     ChecksumError,
@@ -568,12 +568,12 @@ def master_cycle() -> bytes:
     ])
 
 
-def frames_of(events: List[jk_pb.BusEvent]) -> List[jk_pb.BusFrame]:
-    return [e for e in events if isinstance(e, jk_pb.BusFrame)]
+def frames_of(events: List[jk_pb_listen.BusEvent]) -> List[jk_pb_listen.BusFrame]:
+    return [e for e in events if isinstance(e, jk_pb_listen.BusFrame)]
 
 
 def test_bus_decoder_attributes_every_frame() -> None:
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     events = decoder.feed(master_cycle())
     events += decoder.flush()
     frames = frames_of(events)
@@ -582,13 +582,13 @@ def test_bus_decoder_attributes_every_frame() -> None:
     assert decoder.discarded_bytes == 0
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["ModbusRequest", "BusFrame", "Ack"] * 3 + ["ModbusRequest", "BusFrame", "Ack"]
-    evidence = jk_pb.master_evidence(events)
+    evidence = jk_pb_listen.master_evidence(events)
     assert evidence.master_present and evidence.bus_in_use
     assert evidence.master_broadcasts == 1
     assert evidence.polled_addresses == {1, 2, 3}
     assert evidence.answering_addresses == {0, 1, 2}
     # the exporter can read every pack without sending a byte
-    latest = jk_pb.latest_frames_by_address(events)
+    latest = jk_pb_listen.latest_frames_by_address(events)
     assert set(latest) == {0, 1, 2}
     one = latest[1].reading(protocol=jk_pb.PROTOCOL_NAME)
     assert assert_vector(one, EXCHANGES["mppsolar_jkpb_20"]["expected"], CELL_INFO_KEYS)
@@ -601,39 +601,39 @@ def test_unknown_frame_types_on_the_bus_are_skipped() -> None:
     odd = bytearray(cell["frame"])
     odd[4] = 0x04
     odd[299] = sum(odd[:299]) & 0xFF
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     events = decoder.feed(bytes(odd) + jk_pb.encode_ack(3, 0x1620) + jk_pb.trigger_request(3, 2)
                           + cell["frame"] + jk_pb.encode_ack(3, 0x1620)) + decoder.flush()
     assert [(f.address, f.frame_type) for f in frames_of(events)] == [(None, 4), (3, 2)]
-    latest = jk_pb.latest_frames_by_address(events)
+    latest = jk_pb_listen.latest_frames_by_address(events)
     assert list(latest) == [3] and latest[3].cell_info is not None
 
 
 def test_bus_decoder_without_ack_or_context() -> None:
     cell = response_parts("mppsolar_jkpb_20")
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     # ACK lost: the trigger before the frame names the sender
     events = decoder.feed(jk_pb.trigger_request(5, 2) + cell["frame"] + jk_pb.trigger_request(6, 1))
     assert [(f.address, f.attributed_by) for f in frames_of(events)] == [(5, "request")]
     # a frame with no context: address unknown, released by flush
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     assert frames_of(decoder.feed(cell["frame"])) == []
     released = frames_of(decoder.flush())
     assert [(f.address, f.attributed_by) for f in released] == [(None, "none")]
     # a trigger for settings does not explain a cell-info frame
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     events = decoder.feed(jk_pb.trigger_request(4, 1) + cell["frame"]) + decoder.flush()
     assert [(f.address, f.attributed_by) for f in frames_of(events)] == [(None, "none")]
 
 
 def test_bus_decoder_ack_and_request_disagree() -> None:
     cell = response_parts("mppsolar_jkpb_20")
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     events = decoder.feed(jk_pb.trigger_request(4, 2) + cell["frame"] + cell["ack"])
     (frame,) = frames_of(events)
     assert (frame.address, frame.attributed_by, frame.request_address) == (1, "ack", 4)
     # an ACK for another trigger does not attribute the frame
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     events = decoder.feed(cell["frame"] + jk_pb.encode_ack(1, 0x161E)) + decoder.flush()
     assert [(f.address, f.attributed_by) for f in frames_of(events)] == [(None, "none")]
     assert isinstance(events[-1], jk_pb.Ack)
@@ -642,7 +642,7 @@ def test_bus_decoder_ack_and_request_disagree() -> None:
 def test_bus_decoder_padding_echo_and_foreign_fc03() -> None:
     cell = response_parts("mppsolar_jkpb_20")
     fc03 = EXCHANGES["fc03_cells_0_7_qty8"]
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     data = (cell["request"] + cell["frame"] + b"\x00" + cell["ack"] + b"\x00"
             + request_of(fc03) + response_of(fc03) + jk_pb.with_crc(b"\x01\x83\x02"))
     events = decoder.feed(data) + decoder.flush()
@@ -653,17 +653,17 @@ def test_bus_decoder_padding_echo_and_foreign_fc03() -> None:
     exceptions = [e for e in events if isinstance(e, jk_pb.ExceptionResponse)]
     assert [(x.address, x.function, x.code) for x in exceptions] == [(1, 3, 2)]
     # our own requests echoed back are no evidence of a master
-    own = jk_pb.master_evidence(events, own_requests=[cell["request"], request_of(fc03)])
+    own = jk_pb_listen.master_evidence(events, own_requests=[cell["request"], request_of(fc03)])
     assert not own.master_present and not own.bus_in_use
-    foreign = jk_pb.master_evidence(events)
+    foreign = jk_pb_listen.master_evidence(events)
     assert foreign.trigger_requests == 1 and foreign.other_requests == 1
 
 
 def test_bus_decoder_recognises_setting_writes_of_others() -> None:
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     events = decoder.feed(b"".join(request_of(v) for v in WRITE_EXCHANGES)) + decoder.flush()
     assert [e.raw for e in events] == [request_of(v) for v in WRITE_EXCHANGES]  # type: ignore[union-attr]
-    evidence = jk_pb.master_evidence(events)
+    evidence = jk_pb_listen.master_evidence(events)
     assert evidence.bus_in_use and not evidence.master_present and evidence.other_requests == 3
 
 
@@ -671,13 +671,13 @@ def test_bus_decoder_drops_a_corrupt_frame() -> None:
     cell = response_parts("mppsolar_jkpb_20")
     broken = bytearray(cell["frame"])
     broken[200] ^= 0x01
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     events = decoder.feed(bytes(broken) + cell["ack"] + cell["frame"] + cell["ack"]) + decoder.flush()
     assert [(f.address, f.frame) for f in frames_of(events)] == [(1, cell["frame"])]
     assert decoder.checksum_errors >= 1 and decoder.discarded_bytes == 300
 
 
-def describe(events: List[jk_pb.BusEvent]) -> List[tuple]:
+def describe(events: List[jk_pb_listen.BusEvent]) -> List[tuple]:
     return [(type(e).__name__, getattr(e, "address", None), getattr(e, "raw", getattr(e, "frame", None)),
              getattr(e, "attributed_by", None)) for e in events]
 
@@ -686,11 +686,11 @@ def describe(events: List[jk_pb.BusEvent]) -> List[tuple]:
 @given(data=st.data())
 def test_bus_decoder_any_chunking(data: st.DataObject) -> None:
     stream = master_cycle()
-    one_shot = jk_pb.BusDecoder()
+    one_shot = jk_pb_listen.BusDecoder()
     reference = describe(one_shot.feed(stream) + one_shot.flush())
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=60)))
-    decoder = jk_pb.BusDecoder()
-    events: List[jk_pb.BusEvent] = []
+    decoder = jk_pb_listen.BusDecoder()
+    events: List[jk_pb_listen.BusEvent] = []
     for a, b in zip([0] + cuts, cuts + [len(stream)]):
         events += decoder.feed(stream[a:b])
     events += decoder.flush()
@@ -700,7 +700,7 @@ def test_bus_decoder_any_chunking(data: st.DataObject) -> None:
 @settings(max_examples=200, deadline=1000)
 @given(st.lists(st.binary(max_size=80), max_size=8), st.booleans())
 def test_bus_decoder_fuzz(chunks: List[bytes], with_frame: bool) -> None:
-    decoder = jk_pb.BusDecoder()
+    decoder = jk_pb_listen.BusDecoder()
     total = 0
     if with_frame:
         chunks = chunks + [payload_of("mppsolar_jkpb_20")[:150]]
@@ -708,7 +708,7 @@ def test_bus_decoder_fuzz(chunks: List[bytes], with_frame: bool) -> None:
         total += len(chunk)
         for event in decoder.feed(chunk):
             assert isinstance(event, (jk_pb.ModbusRequest, jk_pb.Ack, jk_pb.ReadResponse,
-                                      jk_pb.ExceptionResponse, jk_pb.BusFrame))
+                                      jk_pb.ExceptionResponse, jk_pb_listen.BusFrame))
     decoder.flush()
     assert decoder.discarded_bytes <= total
 

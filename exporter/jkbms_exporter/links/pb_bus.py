@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..protocols import jk02, jk_pb
+from ..protocols import jk02, jk_pb, jk_pb_listen
 from ..errors import FrameError, ReadTimeout
 from ..reading import READING_AGE_KEY, Reading
 from .serial import Framer, SerialTransport
@@ -143,14 +143,14 @@ class PbBus:
     # ------------------------------------------------------------------ mode
 
     def _observe(self, duration: float, until_fresh_since: Optional[float] = None
-                 ) -> jk_pb.MasterEvidence:
+                 ) -> jk_pb_listen.MasterEvidence:
         """Listen without sending for ``duration``; fold every attributed frame into the
         packs' state. With ``until_fresh_since``, stop as soon as every pack on the bus has
         a cell-info frame received after that time."""
-        decoder = jk_pb.BusDecoder()
-        events: List[jk_pb.BusEvent] = []
+        decoder = jk_pb_listen.BusDecoder()
+        events: List[jk_pb_listen.BusEvent] = []
 
-        def take(new: List[jk_pb.BusEvent]) -> None:
+        def take(new: List[jk_pb_listen.BusEvent]) -> None:
             events.extend(new)
             self._fold(new)
 
@@ -160,12 +160,12 @@ class PbBus:
 
         self.transport.listen(duration, on_chunk)
         take(decoder.flush())
-        return jk_pb.master_evidence(events)
+        return jk_pb_listen.master_evidence(events)
 
-    def _fold(self, events: Sequence[jk_pb.BusEvent]) -> None:
+    def _fold(self, events: Sequence[jk_pb_listen.BusEvent]) -> None:
         now = self._clock()
         for event in events:
-            if not isinstance(event, jk_pb.BusFrame) or event.address is None:
+            if not isinstance(event, jk_pb_listen.BusFrame) or event.address is None:
                 continue
             try:
                 decoded = event.decode()
@@ -186,7 +186,7 @@ class PbBus:
             self._packs[a].received_at.get(jk02.FRAME_CELL_INFO, float("-inf")) >= since
             for a in expected)
 
-    def listen_for(self, duration: float) -> jk_pb.MasterEvidence:
+    def listen_for(self, duration: float) -> jk_pb_listen.MasterEvidence:
         """Only listen for ``duration``: who talks on this bus (``scan``)."""
         return self._observe(duration)
 
