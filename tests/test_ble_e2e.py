@@ -18,6 +18,7 @@ from jkbms_exporter.links import ble
 from jkbms_exporter.sim import ble_radio as ble_fake
 from jkbms_exporter.protocols import jk02
 from jkbms_exporter.collector import JkbmsCollector, Poller
+from jkbms_exporter.config import build_ble_pack
 from jkbms_exporter.errors import ReadTimeout, TransportError
 from jkbms_exporter.web.server import ExporterApp, make_http_server, serve_in_thread
 from jkbms_exporter.reading import COULOMBS_PER_AMPERE_HOUR as AH
@@ -187,7 +188,7 @@ def test_the_real_bleak_client_and_scanner_classes_drive_the_fake_radio(closing:
 
 
 def test_the_simulated_ble_bms_serves_the_simulator_live(closing: List) -> None:
-    pack = ble.build_ble_pack("demo", "ble+sim://demo?cells=8&generation=JK02_24S&interval=0.02",
+    pack = build_ble_pack("demo", "ble+sim://demo?cells=8&generation=JK02_24S&interval=0.02",
                               2.0, False, ())
     closing.append(pack)
     board = pack.transport.backend.devices[0]  # type: ignore[attr-defined]

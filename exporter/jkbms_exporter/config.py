@@ -20,7 +20,8 @@ import yaml
 
 from .energy import DEFAULT_MAX_GAP, MAX_GAP_RANGE
 from .errors import ConfigError
-from .links.ble import build_ble_pack, is_ble_url
+from .links import ble as ble_link
+from .links.ble import is_ble_url
 from .pack import DEFAULT_READ_TIMEOUT, AutoProtocol, JkSerialProtocol, Pack, ReadProtocol
 from .links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
 from .links.serial import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport
@@ -349,6 +350,23 @@ def check_configs(configs: Sequence[PackConfig]) -> None:
         addresses = [c.address for c in group]
         if len(set(addresses)) != len(addresses):
             raise ConfigError("packs %s on %s have the same address" % (names, url))
+
+
+def build_ble_pack(name: str, url: str, read_timeout: float, invert_current: bool,
+                   labels: Any = (), **options: Any) -> Pack:
+    """:func:`links.ble.build_ble_pack <jkbms_exporter.links.ble.build_ble_pack>`, plus the
+    ``ble+sim://`` feature: a simulated board on the fake radio of :mod:`.sim.ble_radio`.
+    The links never import the simulators; this composition root does."""
+    if url.lower().startswith(ble_link.SIM_SCHEME):
+        from .sim.ble_radio import simulated_backend
+
+        try:
+            options["backend"] = simulated_backend(ble_link.parse_ble_url(url))
+        except ValueError as error:
+            raise ConfigError("pack %s: bad BLE URL %r: %s" % (name, url, error)) from None
+        options.setdefault("backoff_initial", 0.5)
+        options.setdefault("backoff_max", 5.0)
+    return ble_link.build_ble_pack(name, url, read_timeout, invert_current, labels, **options)
 
 
 def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:

@@ -22,7 +22,7 @@ from conftest import load_vectors
 from jkbms_exporter.links import ble
 from jkbms_exporter.sim import ble_radio as ble_fake
 from jkbms_exporter.protocols import jk02
-from jkbms_exporter.config import ConfigError, parse_config
+from jkbms_exporter.config import ConfigError, build_ble_pack, parse_config
 from jkbms_exporter.errors import ReadTimeout, TransportError, reason_of
 from jkbms_exporter.pack import Pack
 from jkbms_exporter.reading import COULOMBS_PER_AMPERE_HOUR as AH
@@ -440,7 +440,7 @@ def test_url_forms(url: str, address: Optional[str], name: Optional[str],
 ])
 def test_bad_urls_are_one_line_config_errors(url: str, problem: str) -> None:
     with pytest.raises(ConfigError) as failure:
-        ble.build_ble_pack("house", url, 1.0, False, (), backend=ble_fake.FakeBleBackend(),
+        build_ble_pack("house", url, 1.0, False, (), backend=ble_fake.FakeBleBackend(),
                            start=False)
     message = str(failure.value)
     assert "\n" not in message and "house" in message and problem in message
@@ -459,7 +459,7 @@ try:
     ble.scan_ble(1.0, print)
 except ble.BleakMissingError as error:
     print("scan:%s:%s" % (error.reason, error))
-pack = ble.build_ble_pack("demo", "ble+sim://demo?cells=4&interval=0.02", 2.0, False, ())
+pack = config.build_ble_pack("demo", "ble+sim://demo?cells=4&interval=0.02", 2.0, False, ())
 import time
 deadline = time.monotonic() + 10
 while True:

@@ -1,0 +1,60 @@
+"""Bluetooth LE: read JK boards that only have BLE, through the same Pack/collector path.
+
+URLs (spec ``jk-02-frames.md`` §2 "BLE transport")::
+
+    ble://C8:47:80:31:F6:43                  by address (stable; what ``scan --ble`` prints)
+    ble://JK-B2A24S20P                       by advertised name (%-encode odd characters)
+    ble://C8:47:80:31:F6:43?generation=JK02_32S&max_age=30
+    ble+sim://demo?cells=16&scenario=normal  a simulated BMS on the fake radio (no bleak)
+
+How it works:
+
+* :class:`BleTransport` owns one background thread running one asyncio event loop, in
+  which bleak does all its work. It keeps ONE connection to the BMS open between scrapes
+  (connecting costs seconds), subscribes to the notifications of characteristic FFE1 in
+  service FFE0 (new modules have two FFE1 handles, one to write and one that notifies:
+  :func:`pick_characteristics`), writes the device-info command 0x97 and then 0x96 (one
+  settings frame, then a stream of cell-info frames), and reassembles the notifications
+  with :class:`~jkbms_exporter.protocols.jk02.FrameAssembler`. When the link drops it reconnects
+  with capped exponential backoff; while it is down, reads fail with
+  :class:`~jkbms_exporter.errors.TransportError` (reason ``io``).
+* It only ever writes the read commands: every write goes through
+  :meth:`BleTransport._write`, which refuses anything :func:`jk02.is_read_only_command`
+  does not accept.
+* :class:`Jk02BleProtocol` serves each scrape from the newest cell-info frame if it is at
+  most ``max_age`` seconds old (default 30), never older: otherwise it waits until the
+  scrape's deadline for a fresh one and then fails with
+  :class:`~jkbms_exporter.errors.ReadTimeout`. The age goes into
+  ``Reading.extra["reading_age_seconds"]``.
+
+Seam for tests and demos: everything that touches the radio goes through a *backend*
+(:class:`BleBackend`): :class:`BleakBackend` is the real one (bleak, imported lazily so
+that this package imports without it); :mod:`jkbms_exporter.sim.ble_radio` has a fake radio
+with fake JK boards. Pass ``backend=`` to :func:`build_ble_pack`, :func:`scan_ble` or
+:class:`BleTransport`; ``None`` means :func:`default_backend` (bleak). This package never
+imports the simulator: ``ble+sim://`` is wired by the composition root
+(:func:`jkbms_exporter.config.build_ble_pack`).
+
+Rooms: :mod:`.url` (URLs), :mod:`.backend` (the radio seam, bleak, GATT), :mod:`.link`
+(:class:`BleTransport`), :mod:`.protocol` (readings and the ``Pack``), :mod:`.scan`
+(``scan --ble``).
+"""
+
+# The package's public names: ``from jkbms_exporter.links import ble; ble.X`` names every
+# part of the BLE link.
+from .url import (  # noqa: F401
+    BleTarget, DEFAULT_MAX_AGE, is_ble_url, parse_ble_url, SCHEME, SIM_SCHEME,
+)
+from .backend import (  # noqa: F401
+    BleakBackend, BleakMissingError, BleBackend, BleClient, CHARACTERISTIC_UUID,
+    default_backend, INSTALL_HINT, JK_MANUFACTURER_ID, LinkError, MISSING_BLEAK,
+    normalize_uuid, pick_characteristics, SERVICE_UUID,
+)
+from .link import (  # noqa: F401
+    BACKOFF_INITIAL, BACKOFF_MAX, BleFrames, BleStatus, BleTransport, COMMAND_CELL_INFO,
+    COMMAND_DEVICE_INFO, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DEVICE_INFO_WAIT, DEFAULT_REQUEST_INTERVAL, DEFAULT_SCAN_TIMEOUT,
+    DEFAULT_STALL_TIMEOUT, NotAReadCommandError,
+)
+from .protocol import AGE_KEY, build_ble_pack, Jk02BleProtocol, reading_age  # noqa: F401
+from .scan import format_scan_results, jk_evidence, JK_NAME, scan_ble, ScanResult  # noqa: F401
