@@ -27,12 +27,9 @@ from jkbms_exporter.protocols import jk02, jk_pb, jk_serial
 from jkbms_exporter.collector import Poller  # noqa: E402
 from jkbms_exporter.config import PackConfig, build_packs  # noqa: E402
 from jkbms_exporter.links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT  # noqa: E402
-from jkbms_exporter.sim.bms import (  # noqa: E402
-    PbBusBms,
-    PtySimulator,
-    SimulatedBms,
-    jk_pb_device,
-)
+from jkbms_exporter.sim.bms import SimulatedBms  # noqa: E402
+from jkbms_exporter.sim.pb_bus import PbBusBms, jk_pb_device  # noqa: E402
+from jkbms_exporter.sim.serve import PtySimulator  # noqa: E402
 
 BAUD = 115200
 PB_ANSWER = 0.05

@@ -29,7 +29,8 @@ from jkbms_exporter.protocols import jk_serial
 from jkbms_exporter.collector import JkbmsCollector, Poller  # noqa: E402
 from jkbms_exporter.web.server import ExporterApp, make_http_server, serve_in_thread  # noqa: E402
 from jkbms_exporter.pack import JkSerialProtocol, Pack  # noqa: E402
-from jkbms_exporter.sim.bms import PtySimulator, SimulatedBms  # noqa: E402
+from jkbms_exporter.sim.bms import SimulatedBms  # noqa: E402
+from jkbms_exporter.sim.serve import PtySimulator  # noqa: E402
 from jkbms_exporter.links.serial import SerialTransport  # noqa: E402
 
 BAUD = 115200

@@ -31,7 +31,8 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "exporter"))
 
-from jkbms_exporter.sim.bms import FAULTS, SimulatedBms, TcpSimulator  # noqa: E402
+from jkbms_exporter.sim.bms import SimulatedBms  # noqa: E402
+from jkbms_exporter.sim.serve import FAULTS, TcpSimulator  # noqa: E402
 
 PACKS = 4
 RECOVERY_ALLOWANCE = 5.0 + 0.5  # max reopen backoff + a scrape

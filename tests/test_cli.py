@@ -209,7 +209,8 @@ def test_default_pack_names_follow_the_order(start_exporter, tmp_path: Path) -> 
 
 
 def test_read_raw_blanks_the_password_and_stays_decodable(vectors_4e57: dict) -> None:
-    from jkbms_exporter.sim.bms import ReplayBms, TcpSimulator
+    from jkbms_exporter.sim.bms import ReplayBms
+    from jkbms_exporter.sim.serve import TcpSimulator
 
     frame = vector(vectors_4e57, "esphome_14s_h6")  # its 0xB2 holds "123456"
     raw = bytes.fromhex(frame["response_hex"])

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from jkbms_exporter.collector import JkbmsCollector, Poller
 from jkbms_exporter.config import PackConfig, build_packs
 from jkbms_exporter.errors import READ_ERROR_REASONS
-from jkbms_exporter.sim.bms import SimulatedBms, TcpSimulator
+from jkbms_exporter.sim.bms import SimulatedBms
+from jkbms_exporter.sim.serve import TcpSimulator
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 

@@ -21,7 +21,8 @@ from conftest import http_get
 from jkbms_exporter.collector import JkbmsCollector, Poller
 from jkbms_exporter.web.server import ExporterApp, make_http_server, serve_in_thread
 from jkbms_exporter.pack import JkSerialProtocol, Pack
-from jkbms_exporter.sim.bms import PtySimulator, SimulatedBms, TcpSimulator
+from jkbms_exporter.sim.bms import SimulatedBms
+from jkbms_exporter.sim.serve import PtySimulator, TcpSimulator
 from jkbms_exporter.links.serial import SerialTransport
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from jkbms_exporter.config import parse_config
 from jkbms_exporter.scan import config_snippet, scan_port
-from jkbms_exporter.sim.bms import PbBusBms, SimulatedBms, TcpSimulator, jk_pb_device
+from jkbms_exporter.sim.bms import SimulatedBms
+from jkbms_exporter.sim.pb_bus import PbBusBms, jk_pb_device
+from jkbms_exporter.sim.serve import TcpSimulator
 
 
 @pytest.fixture

@@ -39,17 +39,10 @@ from .metrics import reading_to_json
 from .pack import DEFAULT_READ_TIMEOUT
 from .links.pb_bus import DEFAULT_REPLY_TIMEOUT, EXTRA_FRAMES
 from .report import render_reading
-from .sim.bms import (
-    FAULTS,
-    SCENARIOS,
-    PbBusBms,
-    PtySimulator,
-    SimulatedBms,
-    TcpSimulator,
-    fault_help,
-    jk_pb_device,
-    scenario_help,
-)
+from .sim.bms import SimulatedBms
+from .sim.pb_bus import PbBusBms, jk_pb_device
+from .sim.scenarios import SCENARIOS, scenario_help
+from .sim.serve import FAULTS, PtySimulator, TcpSimulator, fault_help
 from .links.serial import DEFAULT_BAUDRATE
 from .web.webconfig import load_web_config
 

@@ -17,13 +17,9 @@ from jkbms_exporter.protocols import jk02, jk_pb
 from jkbms_exporter.collector import Poller
 from jkbms_exporter.config import PackConfig, build_packs
 from jkbms_exporter.links.pb_bus import PbBus, read_response_framer, trigger_framer
-from jkbms_exporter.sim.bms import (
-    PbBusBms,
-    PtySimulator,
-    SimulatedBms,
-    TcpSimulator,
-    jk_pb_device,
-)
+from jkbms_exporter.sim.bms import SimulatedBms
+from jkbms_exporter.sim.pb_bus import PbBusBms, jk_pb_device
+from jkbms_exporter.sim.serve import PtySimulator, TcpSimulator
 from jkbms_exporter.links.serial import SerialTransport
 
 

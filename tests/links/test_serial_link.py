@@ -23,14 +23,8 @@ from jkbms_exporter.errors import (
     reason_of,
 )
 from jkbms_exporter.pack import JkSerialProtocol, Pack
-from jkbms_exporter.sim.bms import (
-    FAULTS,
-    PtySimulator,
-    ReplayBms,
-    SimulatedBms,
-    TcpSimulator,
-    apply_fault,
-)
+from jkbms_exporter.sim.bms import ReplayBms, SimulatedBms
+from jkbms_exporter.sim.serve import FAULTS, PtySimulator, TcpSimulator, apply_fault
 from jkbms_exporter.links.serial import SerialTransport
 
 
