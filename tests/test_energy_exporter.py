@@ -14,7 +14,8 @@ from conftest import ExporterProcess
 
 from jkbms_exporter.collector import JkbmsCollector, Poller
 from jkbms_exporter.config import ConfigError, PackConfig, build_packs, parse_config
-from jkbms_exporter.sim.bms import SimulatedBms, TcpSimulator
+from jkbms_exporter.sim.bms import SimulatedBms
+from jkbms_exporter.sim.serve import TcpSimulator
 
 COUNTERS = ("jkbms_charge_energy_joules_total", "jkbms_discharge_energy_joules_total",
             "jkbms_charge_coulombs_total", "jkbms_discharge_coulombs_total")
