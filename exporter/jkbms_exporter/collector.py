@@ -6,6 +6,10 @@
 * Concurrent scrapes share one read (single flight), and a result younger than
   ``min_interval`` is reused, so two Prometheus servers do not double the bus traffic.
 * Nothing polls in the background.
+* A pack's samples are rendered to exposition text in its port worker as soon as its reply
+  is in (:mod:`.exposition`); the scrape joins finished text. Whatever
+  :func:`~.metrics.reading_samples` yields for a reading, and :func:`status_samples` for a
+  pack's state, is rendered: a new per-pack family needs no change here.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from . import __version__
 from .energy import EnergyIntegrator
 from .errors import READ_ERROR_REASONS, ReadTimeout, reason_of
+from .exposition import RenderedFamily, RenderedPart, SeriesLabels, SpecSample, join_families
 from .metrics import (
     ALL_SPECS,
     BUILD_INFO,
@@ -60,6 +65,8 @@ class PackResult:
     frame: bytes = b""
     #: ``time.monotonic()`` when the values were measured (streamed values: less their age).
     read_at: float = 0.0
+    #: The reading's samples as exposition text, rendered in the port worker.
+    rendered: Tuple[Tuple[MetricSpec, RenderedPart], ...] = ()
 
     @property
     def up(self) -> bool:
@@ -107,6 +114,16 @@ class Poller:
         self.status: Dict[str, PackStatus] = {
             pack.name: PackStatus(energy=EnergyIntegrator(pack.energy_max_gap))
             for pack in self.packs}
+        #: Every pack-scoped series carries ``pack`` and the union of the packs' extra
+        #: labels (empty where a pack does not set one, which Prometheus treats as absent).
+        extra_names = tuple(sorted({name for pack in self.packs for name, _ in pack.labels}))
+        self.label_names = ("pack",) + extra_names
+        self.series_labels: Dict[str, SeriesLabels] = {
+            pack.name: SeriesLabels(
+                self.label_names,
+                (pack.name,) + tuple(dict(pack.labels).get(name, "") for name in extra_names))
+            for pack in self.packs
+        }
         # one group (and worker) per port: the port's packs are read in order
         self._groups: Dict[int, List[Pack]] = {}
         for pack in self.packs:
@@ -169,8 +186,7 @@ class Poller:
     def _read_group(self, group: Sequence[Pack], deadline: float) -> List[PackResult]:
         return [self._read_one(pack, deadline) for pack in group]
 
-    @staticmethod
-    def _read_one(pack: Pack, deadline: float) -> PackResult:
+    def _read_one(self, pack: Pack, deadline: float) -> PackResult:
         started = time.monotonic()
         try:
             if started >= deadline:
@@ -185,8 +201,9 @@ class Poller:
             )
         finished = time.monotonic()
         age = float(reading.extra.get(READING_AGE_KEY, 0.0))  # type: ignore[arg-type]
+        rendered = self.series_labels[pack.name].render(reading_samples(reading, pack.port))
         return PackResult(pack.name, pack.port, reading, finished - started, frame=frame,
-                          read_at=finished - age)
+                          read_at=finished - age, rendered=rendered)
 
     def _record(self, result: PackResult) -> None:
         status = self.status[result.name]
@@ -227,54 +244,41 @@ def _family(spec: MetricSpec, pack_labels: Tuple[str, ...]) -> Metric:
     return GaugeMetricFamily(spec.full_name, spec.help, labels=labels)
 
 
+def status_samples(result: PackResult, status: PackStatus) -> Iterator[SpecSample]:
+    """A pack's samples that do not come from its reading: present whether it read or not."""
+    yield UP, (), 1 if result.up else 0
+    yield SCRAPE_DURATION, (), result.duration_seconds
+    if status.last_success_time is not None:
+        yield LAST_SUCCESS, (), status.last_success_time
+    for reason in READ_ERROR_REASONS:
+        yield READ_ERRORS, (reason,), status.errors[reason]
+    yield from energy_samples(status.energy.totals())
+
+
 class JkbmsCollector:
     """A custom collector for a private :class:`prometheus_client.CollectorRegistry`.
 
-    Every pack-scoped series carries ``pack`` and the union of the packs' extra labels
-    (empty where a pack does not set one, which Prometheus treats as absent).
+    Families come out as :class:`~.exposition.RenderedFamily`: ordinary metric families to
+    prometheus_client, pre-rendered text to :func:`~.exposition.make_metrics_app`.
     """
 
     def __init__(self, poller: Poller) -> None:
         self.poller = poller
-        self._extra_names = tuple(sorted({name for pack in poller.packs
-                                          for name, _ in pack.labels}))
-        self._pack_labels = ("pack",) + self._extra_names
-        self._pack_values = {
-            pack.name: (pack.name,) + tuple(dict(pack.labels).get(name, "")
-                                            for name in self._extra_names)
-            for pack in poller.packs
-        }
+        self._build_info = SeriesLabels((), ()).render(
+            [(BUILD_INFO, (__version__, platform.python_version()), 1)])
 
     def describe(self) -> Iterable[Metric]:
         # Families without samples: registering the collector never touches a port.
         for spec in ALL_SPECS:
-            yield _family(spec, () if spec is BUILD_INFO else self._pack_labels)
+            yield _family(spec, () if spec is BUILD_INFO else self.poller.label_names)
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.poller.poll()
-        families: Dict[str, Metric] = {}
-
-        def add(spec: MetricSpec, labels: Tuple[str, ...], value: float) -> None:
-            family = families.get(spec.name)
-            if family is None:
-                family = families[spec.name] = _family(spec, self._pack_labels)
-            family.add_metric(list(labels), float(value))
-
+        families: Dict[str, RenderedFamily] = {}
         for result in snapshot.results:
             status = self.poller.status[result.name]
-            pack = self._pack_values[result.name]
-            add(UP, pack, 1 if result.up else 0)
-            add(SCRAPE_DURATION, pack, result.duration_seconds)
-            if status.last_success_time is not None:
-                add(LAST_SUCCESS, pack, status.last_success_time)
-            for reason in READ_ERROR_REASONS:
-                add(READ_ERRORS, pack + (reason,), status.errors[reason])
-            for spec, labels, value in energy_samples(status.energy.totals()):
-                add(spec, pack + labels, value)
-            if result.reading is not None:
-                for spec, labels, value in reading_samples(result.reading, result.port):
-                    add(spec, pack + labels, value)
+            labels = self.poller.series_labels[result.name]
+            join_families(labels.render(status_samples(result, status)), families)
+            join_families(result.rendered, families)
         yield from families.values()
-        build = GaugeMetricFamily(BUILD_INFO.full_name, BUILD_INFO.help, labels=list(BUILD_INFO.labels))
-        build.add_metric([__version__, platform.python_version()], 1)
-        yield build
+        yield from join_families(self._build_info).values()

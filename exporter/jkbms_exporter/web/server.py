@@ -17,9 +17,10 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 
 from ..collector import Poller
+from ..exposition import make_metrics_app
 from .landing import current_snapshot, landing_page, pack_cards
 from .webconfig import WebConfig
 
@@ -59,7 +60,7 @@ class ExporterApp:
                  telemetry_path: str = "/metrics") -> None:
         self.telemetry_path = telemetry_path
         self.poller = poller
-        self._metrics_app = make_wsgi_app(registry)
+        self._metrics_app = make_metrics_app(registry)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
