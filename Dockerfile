@@ -31,8 +31,10 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 # ---- runtime ------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 ARG EXTRAS
+# JKBMS_EXPORTER_IMAGE: install hints then say to rebuild with EXTRAS, not to run pip.
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    JKBMS_EXPORTER_IMAGE=1
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels "jkbms-exporter[${EXTRAS}]" \
  && rm -rf /wheels \

@@ -310,6 +310,10 @@ def test_image_extras_are_a_build_argument(config: dict) -> None:
     assert config["services"]["exporter"]["build"]["args"] == {"EXTRAS": "web"}
     run = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "RUN")
     assert "[${EXTRAS}]" in run
+    # in the image, install hints say to rebuild with EXTRAS (tests/test_install.py)
+    from jkbms_exporter.install import IMAGE_ENV
+    env = " ".join(rest for keyword, rest in final_stage() if keyword == "ENV")
+    assert "%s=1" % IMAGE_ENV in env.split()
 
 
 def _ignored(name: str, patterns: List[str]) -> bool:

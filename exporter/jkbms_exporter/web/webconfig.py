@@ -46,12 +46,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import yaml
 
 from ..errors import ConfigError
+from ..install import install_command
 
 log = logging.getLogger(__name__)
 
 #: The realm sent in ``WWW-Authenticate``.
 REALM = "jkbms-exporter"
-INSTALL_HINT = "pip install 'jkbms-exporter[web]'"
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -513,7 +513,8 @@ def _load_bcrypt() -> Any:
     try:
         import bcrypt  # noqa: PLC0415 - optional dependency
     except ImportError:
-        raise _Problem("basic_auth_users", "needs the bcrypt package: %s" % INSTALL_HINT) from None
+        raise _Problem("basic_auth_users", "needs the bcrypt package: %s"
+                       % install_command("web")) from None
     return bcrypt
 
 
