@@ -28,6 +28,23 @@ def test_a_copy_installed_from_a_checkout_is_reinstalled_from_it() -> None:
         "/opt/jkbms-exporter/bin/python -m pip install '/src/jk bms[web]'"
 
 
+def test_a_copy_installed_from_a_wheel_gets_the_extras_requirements() -> None:
+    wheel = Installation(python="/usr/bin/python3",
+                         extra_requirements=(("web", ("bcrypt>=4",)),))
+    assert install_command("web", wheel) == "/usr/bin/python3 -m pip install 'bcrypt>=4'"
+
+
+def test_run_from_the_checkout_without_installing_names_the_checkout(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, %r); "
+         "from jkbms_exporter.install import install_command; print(install_command('ble'))"
+         % str(REPO / "exporter")],
+        env={"PATH": "/usr/bin:/bin"}, cwd=str(tmp_path), capture_output=True, text=True,
+        timeout=30)
+    assert result.stdout.strip() == "%s -m pip install '%s[ble]'" % (sys.executable, REPO), \
+        result.stderr
+
+
 def test_pipx_injects_the_extras_requirements() -> None:
     pipx = Installation(python="/home/pi/.local/share/pipx/venvs/jkbms-exporter/bin/python",
                         pipx=True, source_dir="/home/pi/jkbms-exporter",

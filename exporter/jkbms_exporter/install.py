@@ -68,6 +68,11 @@ def this_installation() -> Installation:
         if Path(path).is_dir():
             source_dir = path
             editable = bool((direct_url.get("dir_info") or {}).get("editable"))
+    if direct_url is None and source_dir is None:  # run from a checkout, not installed
+        root = Path(__file__).resolve().parents[2]
+        pyproject = root / "pyproject.toml"
+        if pyproject.is_file() and 'name = "%s"' % DISTRIBUTION in pyproject.read_text():
+            source_dir = str(root)
     return Installation(
         python=sys.executable or "python3",
         in_image=os.environ.get(IMAGE_ENV) == "1",
@@ -86,13 +91,12 @@ def install_command(extra: str, installation: Optional[Installation] = None) -> 
                                                    else (extra,)))
         return ("rebuild the image with it: docker build --build-arg EXTRAS=%s . (with compose: "
                 "JKBMS_EXTRAS=%s in .env, then docker compose build exporter)" % (extras, extras))
-    if where.pipx:
-        requirements = dict(where.extra_requirements).get(extra) or ()
-        if requirements:
-            return "pipx inject %s %s" % (DISTRIBUTION, " ".join(shlex.quote(r)
-                                                                 for r in requirements))
-    target = "%s[%s]" % (where.source_dir or DISTRIBUTION, extra)
-    if where.pipx:  # extras unknown: reinstall from where it came from
-        return "pipx install --force %s" % shlex.quote(target)
-    return "%s -m pip install %s%s" % (shlex.quote(where.python),
-                                      "-e " if where.editable else "", shlex.quote(target))
+    requirements = " ".join(shlex.quote(r) for r in dict(where.extra_requirements).get(extra, ()))
+    target = shlex.quote("%s[%s]" % (where.source_dir or DISTRIBUTION, extra))
+    if where.pipx:  # (extras unknown: reinstall from where it came from)
+        return ("pipx inject %s %s" % (DISTRIBUTION, requirements) if requirements
+                else "pipx install --force %s" % target)
+    pip = "%s -m pip install " % shlex.quote(where.python)
+    if where.source_dir is None and requirements:  # e.g. installed from a wheel file
+        return pip + requirements
+    return pip + ("-e " if where.editable else "") + target

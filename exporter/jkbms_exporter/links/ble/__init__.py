@@ -47,8 +47,7 @@ from .url import (  # noqa: F401
 )
 from .backend import (  # noqa: F401
     BleakBackend, BleakMissingError, BleBackend, BleClient, CHARACTERISTIC_UUID,
-    default_backend, INSTALL_HINT, JK_MANUFACTURER_ID, LinkError, MISSING_BLEAK,
-    normalize_uuid, pick_characteristics, SERVICE_UUID,
+    default_backend, JK_MANUFACTURER_ID, LinkError, missing_bleak, normalize_uuid, pick_characteristics, SERVICE_UUID,
 )
 from .link import (  # noqa: F401
     BACKOFF_INITIAL, BACKOFF_MAX, BleFrames, BleStatus, BleTransport, COMMAND_CELL_INFO,

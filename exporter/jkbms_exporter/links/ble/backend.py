@@ -15,6 +15,7 @@ except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment,misc]
 
 from ...errors import TransportError
+from ...install import install_command
 
 
 SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
@@ -22,9 +23,12 @@ CHARACTERISTIC_UUID = "0000ffe1-0000-1000-8000-00805f9b34fb"
 #: Bluetooth SIG company identifier in JK's advertisements (data: ``88 A0`` + the address).
 JK_MANUFACTURER_ID = 0x0B65
 
-INSTALL_HINT = "pip install 'jkbms-exporter[ble]'"
-MISSING_BLEAK = ("Bluetooth (ble://) needs the bleak package, which is not installed: %s"
-                 % INSTALL_HINT)
+
+def missing_bleak() -> str:
+    """The one line for a missing bleak, naming the command for this installation."""
+    return ("Bluetooth (ble://) needs the bleak package, which is not installed: %s"
+            % install_command("ble"))
+
 
 class LinkError(Exception):
     """One connection attempt or connection ended (internal; never leaves the loop)."""
@@ -34,7 +38,7 @@ class BleakMissingError(TransportError):
     """bleak is not installed (the ``ble`` extra)."""
 
     def __init__(self) -> None:
-        super().__init__(MISSING_BLEAK)
+        super().__init__(missing_bleak())
 
 
 # ----------------------------------------------------------------------------- backend seam

@@ -13,7 +13,7 @@ from ...errors import ConfigError
 from ...pack import Pack
 from ...reading import READING_AGE_KEY, Reading
 from .url import DEFAULT_MAX_AGE, parse_ble_url, SIM_SCHEME
-from .backend import BleakMissingError, BleBackend, default_backend, MISSING_BLEAK
+from .backend import BleakMissingError, BleBackend, default_backend, missing_bleak
 from .link import BleTransport
 
 log = logging.getLogger(__package__)  # one logger for the whole BLE link
@@ -108,7 +108,7 @@ def build_ble_pack(name: str, url: str, read_timeout: float, invert_current: boo
         try:
             backend = default_backend()
         except BleakMissingError:
-            raise _config_error("pack %s (%s): %s" % (name, url, MISSING_BLEAK)) from None
+            raise _config_error("pack %s (%s): %s" % (name, url, missing_bleak())) from None
     transport = BleTransport(target, backend, **transport_options)
     protocol = Jk02BleProtocol(None if target.simulated else target.generation, target.max_age)
     pack = Pack(name=name, transport=transport,  # type: ignore[arg-type]
