@@ -83,6 +83,8 @@ class PackStatus:
     consecutive_failures: int = 0
     last_logged: float = float("-inf")
     energy: EnergyIntegrator = field(default_factory=EnergyIntegrator)
+    #: True once the pack's protocol streamed a record: the stream feeds ``energy`` then.
+    streamed: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class Poller:
                 (pack.name,) + tuple(dict(pack.labels).get(name, "") for name in extra_names))
             for pack in self.packs
         }
+        for pack in self.packs:
+            pack.subscribe(self._stream_sink(self.status[pack.name]),
+                           self.status[pack.name].energy.fail)
         # one group (and worker) per port: the port's packs are read in order
         self._groups: Dict[int, List[Pack]] = {}
         for pack in self.packs:
@@ -134,6 +139,14 @@ class Poller:
             max_workers=max(1, len(self._groups)), thread_name_prefix="jkbms-port"
         )
         self._in_flight: Dict[int, "Future[List[PackResult]]"] = {}
+
+    @staticmethod
+    def _stream_sink(status: PackStatus) -> Callable[[float, Reading], None]:
+        def on_record(at: float, reading: Reading) -> None:
+            status.streamed = True
+            status.energy.add_reading(at, reading)
+
+        return on_record
 
     @property
     def snapshot(self) -> Optional[Snapshot]:
@@ -217,7 +230,8 @@ class Poller:
             status.consecutive_failures = 0
             status.last_success_time = self._wall_clock()
             status.last_reading = result.reading
-            status.energy.add_reading(result.read_at, result.reading)  # type: ignore[arg-type]
+            if not status.streamed:  # a stream fed every record already
+                status.energy.add_reading(result.read_at, result.reading)  # type: ignore[arg-type]
             return
         status.energy.fail(now)
         status.errors[result.reason] += 1

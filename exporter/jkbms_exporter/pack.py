@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 try:
     from typing import Protocol
@@ -97,6 +97,14 @@ class AutoProtocol:
             return result
         raise ReadTimeout("no protocol to try")  # pragma: no cover - candidates is never empty
 
+    def subscribe(self, transport: Any, on_record: Callable[[float, Reading], None],
+                  on_break: Callable[[float], None]) -> None:
+        """Records of whichever candidate streams (JK-PB): they only come once it answers."""
+        for candidate in self.candidates:
+            subscribe = getattr(candidate, "subscribe", None)
+            if subscribe is not None:
+                subscribe(transport, on_record, on_break)
+
 
 @dataclass
 class Pack:
@@ -129,9 +137,25 @@ class Pack:
             reading, frame = self.protocol.read(self.transport, deadline)
         finally:
             self.transport.lock.release()
+        return self._oriented(reading), frame
+
+    def subscribe(self, on_record: Callable[[float, Reading], None],
+                  on_break: Callable[[float], None]) -> bool:
+        """Where the protocol streams (BLE, a JK-PB bus), have it hand every record it
+        receives to ``on_record(monotonic time, reading)`` (current oriented as by
+        :meth:`read`) and call ``on_break(monotonic time)`` when records may have been lost.
+        False when the protocol does not stream."""
+        subscribe = getattr(self.protocol, "subscribe", None)
+        if subscribe is None:
+            return False
+        subscribe(self.transport,
+                  lambda at, reading: on_record(at, self._oriented(reading)), on_break)
+        return True
+
+    def _oriented(self, reading: Reading) -> Reading:
         if self.invert_current and reading.current_amperes:
-            reading = dataclasses.replace(reading, current_amperes=-reading.current_amperes)
-        return reading, frame
+            return dataclasses.replace(reading, current_amperes=-reading.current_amperes)
+        return reading
 
     def close(self) -> None:
         self.transport.close()
