@@ -8,6 +8,10 @@ transport's lock, so the bus state needs no lock of its own). Two modes:
   one per scrape while time allows and then refreshed every few minutes. A pack that never
   answers triggers is tried with FC 0x03 block reads instead (spec §6.5), alternating, so an
   absent pack costs one reply timeout per scrape and no retry storm.
+Every cell-info record received for a pack — answers to our requests, or heard in listen mode
+whether a scrape asks for that pack or not — goes to the listeners :meth:`PbBus.subscribe`
+registered for it (the energy counters integrate every record).
+
 * **listen** (a pack at DIP address 0 is bus master and polls the others; it would collide
   with us and stops answering): nothing is sent. What the master's traffic carries is decoded
   and attributed to the pack that sent it; a pack's values are served while younger than
@@ -52,6 +56,9 @@ DEFAULT_MAX_AGE = 30.0
 SAME_SCRAPE = 0.2
 #: Consecutive failures of one read method before the other is tried.
 SWITCH_AFTER = 2
+
+#: ``on_record(monotonic time, reading)`` and ``on_break(monotonic time)`` of a subscriber.
+RecordListener = Tuple[Callable[[float, Reading], None], Callable[[float], None]]
 
 EXTRA_FRAMES = (jk02.FRAME_DEVICE_INFO, jk02.FRAME_SETTINGS)
 
@@ -106,6 +113,7 @@ class _PackState:
     extra_due: Dict[int, float] = field(default_factory=dict)
     method: str = "trigger"
     failures: int = 0
+    listeners: List[RecordListener] = field(default_factory=list)
 
 
 class PbBus:
@@ -140,6 +148,20 @@ class PbBus:
     def state(self, address: int) -> _PackState:
         return self._packs[address]
 
+    def subscribe(self, address: int, on_record: Callable[[float, Reading], None],
+                  on_break: Callable[[float], None]) -> None:
+        """Hand every cell-info record of ``address`` to ``on_record``; a garbled frame of
+        that address to ``on_break``."""
+        self._packs[address].listeners.append((on_record, on_break))
+
+    def _received(self, state: _PackState, at: float, reading: Optional[Reading] = None) -> None:
+        """A cell-info record arrived for ``state``'s pack: tell the listeners."""
+        if state.listeners:
+            if reading is None:
+                reading = state.latest.reading(jk_pb.PROTOCOL_NAME)
+            for on_record, _ in state.listeners:
+                on_record(at, reading)
+
     # ------------------------------------------------------------------ mode
 
     def _observe(self, duration: float, until_fresh_since: Optional[float] = None
@@ -167,15 +189,19 @@ class PbBus:
         for event in events:
             if not isinstance(event, jk_pb_listen.BusFrame) or event.address is None:
                 continue
+            state = self._packs.get(event.address)
             try:
                 decoded = event.decode()
             except FrameError:
+                for _, on_break in state.listeners if state is not None else ():
+                    on_break(now)  # a record of this pack was lost
                 continue
             self.heard[event.address] = now
-            state = self._packs.get(event.address)
             if state is not None:
                 state.latest = state.latest.with_frame(decoded)
                 state.received_at[decoded.frame_type] = now
+                if decoded.frame_type == jk02.FRAME_CELL_INFO:
+                    self._received(state, now)
 
     def _all_fresh(self, since: float) -> bool:
         """Every pack heard lately has a cell-info frame from after ``since`` (a pack not
@@ -275,6 +301,7 @@ class PbBus:
         now = self._clock()
         state.latest = state.latest.with_frame(cell_info)
         state.received_at[jk02.FRAME_CELL_INFO] = now
+        self._received(state, now)
         # slower-changing frames, one per scrape, when due and the budget allows
         fetched = 0
         for frame_type in EXTRA_FRAMES:
@@ -309,6 +336,7 @@ class PbBus:
             responses.append((register, response.data))
         status = jk_pb.block_from_responses(jk_pb.BLOCK_STATUS, responses)
         reading = jk_pb.reading_from_blocks(status)
+        self._received(state, self._clock(), reading)
         return _with_source(reading, "fc03"), b""
 
 
@@ -334,6 +362,10 @@ class JkPbProtocol:
 
     def read(self, transport: SerialTransport, deadline: float) -> Tuple[Reading, bytes]:
         return self.bus.read(self.address, deadline)
+
+    def subscribe(self, transport: SerialTransport, on_record: Callable[[float, Reading], None],
+                  on_break: Callable[[float], None]) -> None:
+        self.bus.subscribe(self.address, on_record, on_break)
 
 
 __all__ = ["PbBus", "JkPbProtocol", "trigger_framer", "read_response_framer"]
