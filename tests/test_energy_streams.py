@@ -120,6 +120,7 @@ def test_a_jk_pb_bus_feeds_the_counters_with_every_record_it_hears(
                                     invert_current=a == 2) for a in (1, 2)])
     scrape = collector(packs, closing)
     wait_for(scrape, lambda s: s["p1"]["jkbms_up"] == s["p2"]["jkbms_up"] == 1)
+    time.sleep(0.3)  # a scrape right after a listen would reuse what that listen heard
     started = time.monotonic()
     first = scrape()  # each scrape integrates records received during it (listen: fresh ones)
     time.sleep(1.0)

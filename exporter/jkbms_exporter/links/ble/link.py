@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ...protocols import jk02
 from ...errors import ReadTimeout, TransportError
@@ -76,6 +76,9 @@ class BleStatus:
     written: Tuple[bytes, ...]
 
 
+#: ``on_cell_info(frames, monotonic time)`` and ``on_break(monotonic time)`` of a subscriber.
+FrameListener = Tuple[Callable[[BleFrames, float], None], Callable[[float], None]]
+
 _KEEP_WRITES = 200
 #: States in which a connection attempt is under way (a read may wait for it).
 _ATTEMPTING = ("starting", "scanning", "connecting")
@@ -130,6 +133,7 @@ class BleTransport:
         self._notifications = 0
         self._frame_count = 0
         self._written: List[bytes] = []
+        self._listeners: List[FrameListener] = []
         #: One for the transport's life (its stats add up); flushed when a link drops.
         self._assembler = jk02.FrameAssembler(restart_on_header=True)
         # the loop thread
@@ -193,6 +197,14 @@ class BleTransport:
             return BleStatus(self._state, self._connected, self._attempts, self._connections,
                              self._drops, self._last_error, wait, self._notifications,
                              self._frame_count, self._assembler.stats, tuple(self._written))
+
+    def subscribe(self, on_cell_info: Callable[[BleFrames, float], None],
+                  on_break: Callable[[float], None]) -> None:
+        """Hand every cell-info frame (with the newest settings and device-info frames) to
+        ``on_cell_info(frames, monotonic time received)``, and a lost link or a garbled frame
+        (a record may be lost) to ``on_break``; both run in the link's thread."""
+        with self._cond:
+            self._listeners.append((on_cell_info, on_break))
 
     def wait_for_cell_info(self, max_age: float, deadline: float) -> BleFrames:
         """The newest frames, with a cell-info frame at most ``max_age`` seconds old.
@@ -313,6 +325,8 @@ class BleTransport:
     def _set_disconnected_locked(self, reason: str) -> None:
         if self._connected:
             self._drops += 1
+            for _, on_break in self._listeners:  # records may be lost until it is back
+                on_break(self._clock())
         self._connected = False
         self._last_error = reason
         # never serve a frame of an earlier connection; settings and device info stay
@@ -427,8 +441,10 @@ class BleTransport:
     def _on_notification(self, _sender: Any, data: Union[bytes, bytearray]) -> None:
         """bleak's notification callback (runs in the loop thread)."""
         now = self._clock()
+        records: List[BleFrames] = []
         with self._cond:
             self._notifications += 1
+            garbled = self._assembler.stats.checksum_errors
             frames = self._assembler.feed(bytes(data))
             for frame in frames:
                 self._frame_count += 1
@@ -440,7 +456,19 @@ class BleTransport:
                 self._session_frames += 1
                 if frame_type == jk02.FRAME_CELL_INFO:
                     self._session_cell_info = now
+                    if self._listeners:
+                        settings = self._frames.get(jk02.FRAME_SETTINGS)
+                        device = self._frames.get(jk02.FRAME_DEVICE_INFO)
+                        records.append(BleFrames(frame, 0.0, settings and settings[0],
+                                                 device and device[0]))
                 elif frame_type == jk02.FRAME_DEVICE_INFO and self._device_info_event:
                     self._device_info_event.set()
             if frames:
                 self._cond.notify_all()
+            garbled = self._assembler.stats.checksum_errors > garbled
+            listeners = list(self._listeners)
+        for on_cell_info, on_break in listeners:
+            if garbled:
+                on_break(now)
+            for record in records:
+                on_cell_info(record, now)

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 from ...protocols import jk02
-from ...errors import ConfigError
+from ...errors import ConfigError, FrameError
 from ...pack import Pack
 from ...reading import READING_AGE_KEY, Reading
 from .url import DEFAULT_MAX_AGE, parse_ble_url, SIM_SCHEME
 from .backend import BleakMissingError, BleBackend, default_backend, missing_bleak
-from .link import BleTransport
+from .link import BleFrames, BleTransport
 
 log = logging.getLogger(__package__)  # one logger for the whole BLE link
 
@@ -49,6 +49,28 @@ class Jk02BleProtocol:
 
     def read(self, transport: BleTransport, deadline: float) -> Tuple[Reading, bytes]:
         frames = transport.wait_for_cell_info(self.max_age, deadline)
+        reading = self._decode(transport, frames)
+        extra = dict(reading.extra)
+        extra[AGE_KEY] = round(frames.cell_info_age, 3)
+        return dataclasses.replace(reading, extra=extra), frames.cell_info
+
+    def subscribe(self, transport: BleTransport, on_record: Callable[[float, Reading], None],
+                  on_break: Callable[[float], None]) -> None:
+        """Every cell-info record the link receives, decoded, to ``on_record`` (the energy
+        counters integrate them all, not only the scraped ones)."""
+
+        def on_cell_info(frames: BleFrames, at: float) -> None:
+            try:
+                reading = self._decode(transport, frames)
+            except FrameError as error:
+                log.debug("BLE %s: record not decoded: %s", transport.url, error)
+                on_break(at)
+                return
+            on_record(at, reading)
+
+        transport.subscribe(on_cell_info, on_break)
+
+    def _decode(self, transport: BleTransport, frames: BleFrames) -> Reading:
         if self.generation is not None or frames.device_info is not None:
             generation = jk02.select_generation(self.generation, frames.device_info)
         else:
@@ -58,15 +80,12 @@ class Jk02BleProtocol:
                 log.warning("BLE %s sent no device-info frame: guessing generation %s from "
                             "the cell-info frame; add ?generation=… to the URL to be sure",
                             transport.url, generation)
-        reading = jk02.reading_from_frames(
+        return jk02.reading_from_frames(
             jk02.decode_frame(frames.cell_info, generation),
             None if frames.settings is None else jk02.decode_frame(frames.settings, generation),
             None if frames.device_info is None else jk02.decode_frame(frames.device_info,
                                                                       generation),
         )
-        extra = dict(reading.extra)
-        extra[AGE_KEY] = round(frames.cell_info_age, 3)
-        return dataclasses.replace(reading, extra=extra), frames.cell_info
 
 
 def reading_age(reading: Reading) -> Optional[float]:
