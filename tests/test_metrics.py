@@ -48,3 +48,102 @@ def test_balance_wire_resistance_of_a_real_frame_is_named_for_what_it_is() -> No
     assert all(0.05 <= value <= 0.2 for value in ohms)  # balance leads, not cells' mΩ
     table = render_reading(reading)
     assert "balance-wire resistance" in table and "wire 0.104 Ω" in table
+
+
+# ----------------------------------------------------------------------------- labels and --json
+# (issue 12 "Tests that would not notice": mutants of these went unnoticed)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+
+from jkbms_exporter.reading import DeviceInfo, Reading, Setting  # noqa: E402
+
+
+def hand_made_reading(**changes: object) -> Reading:
+    """A reading whose every value is distinct, so a label or value moved to the wrong place
+    shows."""
+    base = Reading(
+        cell_voltages_volts=(3.301, 3.302, 3.303, 3.304),
+        pack_voltage_volts=13.21,
+        current_amperes=-7.5,
+        state_of_charge_ratio=0.55,
+        temperatures_celsius={"mosfet": 31.0, "battery1": 21.0},
+        charge_cycles=12,
+        cycle_capacity_coulombs=3600.0 * 40,
+        runtime_seconds=86400.0,
+        nominal_capacity_coulombs=3600.0 * 100,
+        actual_capacity_coulombs=3600.0 * 98,
+        charge_mosfet_on=False,
+        discharge_mosfet_on=True,
+        balancing=True,
+        switches_enabled={"charge": True, "balancer": False},
+        alarm_bitmask=0b10,
+        alarms={"cell_overvoltage": False, "cell_undervoltage": True},
+        status_bitmask=0b110,
+        settings=(Setting("cell_overvoltage_protection", "volts", 3.65),
+                  Setting("charge_overcurrent_protection_delay", "seconds", 30.0)),
+        device=DeviceInfo(protocol="jk-serial", model="JK_B2A8S20P", serial_number="S1"),
+        cell_resistances_ohms=(0.061, 0.062, 0.063, 0.064),
+        balance_current_amperes=-0.4,
+        remaining_capacity_coulombs=3600.0 * 55,
+        state_of_health_ratio=0.97,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def samples_of(reading: Reading, name: str) -> dict:
+    return {labels: value for spec, labels, value in reading_samples(reading, "/dev/ttyUSB0")
+            if spec.full_name == name}
+
+
+def test_balance_wire_resistance_cell_labels_start_at_01_in_frame_order() -> None:
+    assert samples_of(hand_made_reading(), "jkbms_balance_wire_resistance_ohms") == {
+        ("01",): 0.061, ("02",): 0.062, ("03",): 0.063, ("04",): 0.064}
+    assert samples_of(hand_made_reading(), "jkbms_cell_voltage_volts") == {
+        ("01",): 3.301, ("02",): 3.302, ("03",): 3.303, ("04",): 3.304}
+    assert samples_of(hand_made_reading(cell_resistances_ohms=None),
+                      "jkbms_balance_wire_resistance_ohms") == {}
+
+
+def test_mosfet_labels_name_each_mosfet_with_its_own_state() -> None:
+    assert samples_of(hand_made_reading(), "jkbms_mosfet_on") == {("charge",): False,
+                                                                  ("discharge",): True}
+    flipped = hand_made_reading(charge_mosfet_on=True, discharge_mosfet_on=False)
+    assert samples_of(flipped, "jkbms_mosfet_on") == {("charge",): True, ("discharge",): False}
+
+
+def test_a_jk04_reading_keeps_every_family_after_the_ones_it_does_not_report() -> None:
+    vectors = load_vectors("jk02.json")
+    (vector,) = [f for f in vectors["frames"] if f["id"] == "cell_info_jk04"]
+    reading = jk02.decode_reading(bytes.fromhex(vector["response_hex"]), jk02.JK04)
+    names = {spec.full_name for spec, _, _ in reading_samples(reading)}
+    # each of these comes after a family JK04 does not report (current, SOC, cycles, …)
+    assert {"jkbms_balancing", "jkbms_status_bitmask", "jkbms_balance_wire_resistance_ohms",
+            "jkbms_balance_current_amperes", "jkbms_device_info", "jkbms_cells"} <= names
+    # and a hand-made reading that reports nothing of the kind keeps the rest too
+    silent = hand_made_reading(extra={"not_reported": ("current_amperes", "temperatures_celsius")})
+    kept = {spec.full_name for spec, _, _ in reading_samples(silent)}
+    assert "jkbms_current_amperes" not in kept and "jkbms_temperature_celsius" not in kept
+    assert {"jkbms_state_of_charge_ratio", "jkbms_charge_cycles_total", "jkbms_alarm",
+            "jkbms_setting_volts", "jkbms_device_info"} <= kept
+
+
+def test_json_output_has_every_value_in_its_place() -> None:
+    out = json.loads(json.dumps(reading_to_json(hand_made_reading(), "/dev/ttyUSB0")))
+    assert out["cell_voltage_volts"] == [3.301, 3.302, 3.303, 3.304]
+    assert out["balance_wire_resistance_ohms"] == [0.061, 0.062, 0.063, 0.064]
+    assert out["cells"] == 4 and out["pack_voltage_volts"] == 13.21
+    assert out["current_amperes"] == -7.5 and out["state_of_charge_ratio"] == 0.55
+    assert out["temperature_celsius"] == {"mosfet": 31.0, "battery1": 21.0}
+    assert out["mosfet_on"] == {"charge": 0, "discharge": 1}
+    assert out["balancing"] == 1 and out["charge_cycles_total"] == 12
+    assert out["switch_enabled"] == {"charge": 1, "balancer": 0}
+    assert out["alarm"] == {"cell_overvoltage": 0, "cell_undervoltage": 1}
+    assert out["alarm_bitmask"] == 2 and out["status_bitmask"] == 6
+    assert out["setting_volts"] == {"cell_overvoltage_protection": 3.65}
+    assert out["setting_seconds"] == {"charge_overcurrent_protection_delay": 30.0}
+    assert out["balance_current_amperes"] == -0.4 and out["state_of_health_ratio"] == 0.97
+    assert out["device_info"]["port"] == "/dev/ttyUSB0"
+    assert out["device_info"]["model"] == "JK_B2A8S20P"
+    assert out["device_info"]["serial_number"] == "S1"
+    assert all(isinstance(v, int) for v in out["mosfet_on"].values())

@@ -728,3 +728,63 @@ def test_parsers_raise_only_frame_errors(data: bytes, prefix: int) -> None:
         jk_pb.parse_trigger_reply(candidates, verify_checksum=False).decode(verify_checksum=False)
     except FrameError:
         pass
+
+
+# ----------------------------------------------------------------------------- issue 12: what no test noticed
+
+
+@pytest.mark.parametrize("noise", [0x00, 0x01, 0x03, 0x10, 0x55, 0x90, 0xFF])
+def test_bus_decoder_passes_one_noise_byte_without_waiting_for_flush(noise: int) -> None:
+    # a listen-only exporter only flushes on a bus silence: traffic after a noise byte must
+    # come out while the bus is busy
+    cell = response_parts("mppsolar_jkpb_20")
+    decoder = jk_pb_listen.BusDecoder()
+    events = decoder.feed(bytes((noise,)) + cell["request"] + cell["frame"] + cell["ack"])
+    assert [(f.address, f.attributed_by) for f in frames_of(events)] == [(1, "ack+request")]
+    assert isinstance(events[-1], jk_pb.Ack) and decoder.discarded_bytes == 1
+    # and the same between two exchanges
+    events = decoder.feed(bytes((noise,)) + cell["request"] + cell["frame"] + cell["ack"])
+    assert len(frames_of(events)) == 1 and decoder.discarded_bytes == 2
+
+
+def test_bus_decoder_flush_gives_up_a_partial_frame() -> None:
+    cell = response_parts("mppsolar_jkpb_20")
+    decoder = jk_pb_listen.BusDecoder()
+    events = decoder.feed(cell["request"] + cell["frame"][:140])
+    assert [type(e).__name__ for e in events] == ["ModbusRequest"]
+    assert frames_of(decoder.flush()) == []
+    assert decoder.discarded_bytes == 140  # counted, and gone
+    # what follows the silence decodes on its own, nothing of the partial frame is kept
+    events = decoder.feed(cell["request"] + cell["frame"] + cell["ack"])
+    assert [(f.address, f.frame) for f in frames_of(events)] == [(1, cell["frame"])]
+    assert decoder.discarded_bytes == 140 and decoder.checksum_errors == 0
+
+
+def test_a_frame_after_an_unrelated_read_response_is_not_credited_to_the_trigger() -> None:
+    cell = response_parts("mppsolar_jkpb_20")
+    fc03 = EXCHANGES["fc03_cells_0_7_qty8"]
+    decoder = jk_pb_listen.BusDecoder()
+    # pack 5 was triggered, then someone read pack 1 over FC03; the frame that follows is
+    # not the answer to the old trigger
+    events = decoder.feed(jk_pb.trigger_request(5, 2) + response_of(fc03) + cell["frame"])
+    events += decoder.flush()
+    assert [(f.address, f.attributed_by) for f in frames_of(events)] == [(None, "none")]
+    # an exception response or a foreign request in between forgets the trigger as well
+    for between in (jk_pb.with_crc(b"\x01\x83\x02"), request_of(fc03)):
+        decoder = jk_pb_listen.BusDecoder()
+        events = decoder.feed(jk_pb.trigger_request(5, 2) + between + cell["frame"])
+        events += decoder.flush()
+        assert [f.address for f in frames_of(events)] == [None]
+
+
+def test_parse_trigger_reply_skips_the_ack_of_another_write() -> None:
+    cell = response_parts("mppsolar_jkpb_20")
+    other = jk_pb.encode_ack(1, 0x1000)  # someone's setting write, acknowledged
+    for data in (cell["frame"] + other + cell["ack"],
+                 cell["frame"] + b"\x00" + other + b"\x00" + cell["ack"]):
+        reply = jk_pb.parse_trigger_reply(data, address=1, frame_type=2)
+        assert (reply.address, reply.register, reply.ack) == (1, 0x1620, cell["ack"])
+        assert jk_pb.trigger_reply_complete(data, address=1)
+    with pytest.raises(jk_pb.MissingAckError):
+        jk_pb.parse_trigger_reply(cell["frame"] + other)
+    assert not jk_pb.trigger_reply_complete(cell["frame"] + other, address=1)
