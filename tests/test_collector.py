@@ -202,3 +202,91 @@ def test_first_failure_warns_repeats_are_rate_limited_recovery_logged_once(
     assert len(warnings) == 1 and "checksum" in warnings[0].getMessage()
     assert len(recoveries) == 1 and "5 failed" in recoveries[0].getMessage()
     poller.close()
+
+
+# ----------------------------------------------------------------------------- issue 12: what no test noticed
+
+
+def test_fail_recover_fail_starts_a_new_run_of_failures(
+        servers: List, caplog: pytest.LogCaptureFixture) -> None:
+    sim = start_sim(servers, fault="bad-checksum", latency=0.0)
+    poller, registry = make([PackConfig("a", sim.url)], min_interval=0)
+    with caplog.at_level("INFO", logger="jkbms_exporter"):
+        scrape(registry)
+        scrape(registry)
+        assert poller.status["a"].consecutive_failures == 2
+        sim.fault = "none"
+        scrape(registry)
+        assert poller.status["a"].consecutive_failures == 0
+        sim.fault = "bad-checksum"
+        scrape(registry)
+    assert poller.status["a"].consecutive_failures == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # the new run's first failure is warned about at once, as a first failure
+    assert len(warnings) == 2 and "in a row" not in warnings[1], warnings
+    assert value(scrape(registry), "jkbms_read_errors_total", pack="a", reason="checksum") == 4
+    poller.close()
+
+
+class StuckDriver:
+    """A port whose driver call never returns in time (a USB adapter pulled mid-read: it
+    cannot be done for real here). ``read`` blocks until released, ignoring the deadline."""
+
+    name = "stuck"
+
+    def __init__(self) -> None:
+        self.url = "stuck://port"
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.reads = 0
+
+    def read(self, transport: object, deadline: float) -> tuple:
+        self.reads += 1
+        self.release.wait(10)
+        return SimulatedBms(cells=4, seed=1).reading(), b""
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_a_port_still_busy_past_its_deadline_is_reported_down_and_not_read_again(
+        servers: List) -> None:
+    from jkbms_exporter.pack import Pack
+
+    stuck = StuckDriver()
+    good = start_sim(servers)
+    packs = [Pack("stuck", stuck, stuck, read_timeout=5.0)] + build_packs(  # type: ignore[arg-type]
+        [PackConfig("good", good.url)])
+    poller = Poller(packs, min_interval=0, scrape_timeout=0.6)
+    registry = CollectorRegistry()
+    registry.register(JkbmsCollector(poller))
+    try:
+        for attempt in range(2):
+            started = time.monotonic()
+            samples = scrape(registry)
+            assert time.monotonic() - started < 1.2
+            assert value(samples, "jkbms_up", pack="stuck") == 0
+            assert value(samples, "jkbms_up", pack="good") == 1
+            assert value(samples, "jkbms_read_errors_total", pack="stuck",
+                         reason="timeout") == attempt + 1
+            assert value(samples, "jkbms_scrape_duration_seconds", pack="stuck") == 0.6
+        assert stuck.reads == 1  # the second scrape did not pile a read onto the stuck port
+        result = poller.snapshot.results[0]  # type: ignore[union-attr]
+        assert result.error == "port still busy past the scrape timeout"
+        stuck.release.set()  # the driver returns: the port is read again
+        time.sleep(0.1)
+        assert value(scrape(registry), "jkbms_up", pack="stuck") == 1 and stuck.reads == 2
+    finally:
+        poller.close()
+
+
+def test_scrape_duration_is_each_packs_own_read_time(servers: List) -> None:
+    slow, fast = start_sim(servers, latency=0.4), start_sim(servers, latency=0.0)
+    poller, registry = make([PackConfig("slow", slow.url), PackConfig("fast", fast.url)],
+                            min_interval=0)
+    samples = scrape(registry)
+    slow_s = value(samples, "jkbms_scrape_duration_seconds", pack="slow")
+    fast_s = value(samples, "jkbms_scrape_duration_seconds", pack="fast")
+    assert 0.4 <= slow_s < 1.5, slow_s
+    assert 0.0 < fast_s < 0.3, fast_s
+    poller.close()
