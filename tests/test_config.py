@@ -112,3 +112,93 @@ def test_serve_with_a_bad_file_exits_with_one_line(tmp_path: Path) -> None:
                              str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip() == "jkbms-exporter: %s:4: packs[0].baud: must be greater than 0" % config
+
+
+# ----------------------------------------------------------------------------- issue 12: what no test noticed
+
+
+def one_pack(fields: str, environ: dict = {}) -> PackConfig:  # noqa: B006 - read only
+    (config,) = parse_config("packs:\n  - name: p\n" + fields, "jkbms.yml", environ=environ)
+    return config
+
+
+def refused(text: str, environ: dict = {}) -> str:  # noqa: B006 - read only
+    with pytest.raises(ConfigError) as failure:
+        parse_config(text, "jkbms.yml", environ=environ)
+    message = str(failure.value)
+    assert "\n" not in message and message.startswith("jkbms.yml:")
+    return message
+
+
+def _exporter_label_names() -> set:
+    from jkbms_exporter.metrics import ALL_SPECS
+
+    return {name for spec in ALL_SPECS for name in spec.labels}
+
+
+@pytest.mark.parametrize("name", sorted(_exporter_label_names() | {"job", "instance", "le",
+                                                                     "quantile", "pack"}))
+def test_every_label_name_the_exporter_or_prometheus_uses_is_refused(name: str) -> None:
+    message = refused("packs:\n  - name: p\n    url: /dev/ttyUSB0\n    labels: {%s: x}\n" % name)
+    assert "jkbms.yml:4: packs[0].labels" in message and repr(name) in message
+
+
+def test_label_names_that_are_free_or_not_prometheus_names() -> None:
+    assert one_pack("    url: /dev/ttyUSB0\n    labels: {site: a, rack_2: b}\n").labels == (
+        ("rack_2", "b"), ("site", "a"))
+    for bad in ("__meta", "2rack", "rack-2"):
+        assert "not a valid Prometheus label name" in refused(
+            "packs:\n  - name: p\n    url: /dev/ttyUSB0\n    labels: {'%s': x}\n" % bad)
+
+
+@pytest.mark.parametrize("protocol", ["jk-pb", "auto"])
+def test_bus_addresses_are_1_to_15(protocol: str) -> None:
+    for address in (1, 15):
+        config = one_pack("    url: /dev/ttyUSB0\n    protocol: %s\n    address: %d\n"
+                          % (protocol, address))
+        assert config.address == address
+    for address in (0, 16, -1):
+        message = refused("packs:\n  - name: p\n    url: /dev/ttyUSB0\n    protocol: %s\n"
+                          "    address: %d\n" % (protocol, address))
+        assert "jkbms.yml:5: packs[0].address" in message and "1-15" in message
+
+
+BUS = """\
+packs:
+  - {name: a, url: /dev/ttyUSB0, protocol: jk-pb, address: 1, baud: %s}
+  - {name: b, url: /dev/ttyUSB0, protocol: jk-pb, address: 2, baud: %s}
+"""
+
+
+def test_packs_on_one_bus_must_agree_on_the_baud_rate() -> None:
+    a, b = parse_config(BUS % (9600, 9600), "jkbms.yml")
+    assert a.baudrate == b.baudrate == 9600
+    with pytest.raises(ConfigError, match="packs a, b on /dev/ttyUSB0 ask for different baud"):
+        parse_config(BUS % (9600, 115200), "jkbms.yml")
+    # packs on different ports may differ
+    text = BUS.replace("url: /dev/ttyUSB0, protocol: jk-pb, address: 2",
+                       "url: /dev/ttyUSB1, protocol: jk-pb, address: 2")
+    assert [c.baudrate for c in parse_config(text % (9600, 115200), "jkbms.yml")] == [9600, 115200]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("true", True), ("True", True), ("yes", True), ("1", True),
+    ("false", False), ("FALSE", False), ("no", False), ("0", False),
+])
+def test_booleans_from_environment_variables(text: str, expected: bool) -> None:
+    config = one_pack("    url: /dev/ttyUSB0\n    invert_current: ${INVERT}\n"
+                      "    verify_checksum: ${CHECK}\n", {"INVERT": text, "CHECK": text})
+    assert config.invert_current is expected and config.verify_checksum is expected
+
+
+@pytest.mark.parametrize("text", ["maybe", "", "2", "on"])
+def test_a_boolean_variable_that_is_neither_is_refused(text: str) -> None:
+    message = refused("packs:\n  - name: p\n    url: /dev/ttyUSB0\n    invert_current: ${INVERT}\n",
+                      {"INVERT": text})
+    assert "jkbms.yml:4: packs[0].invert_current" in message and "true or false" in message
+
+
+@pytest.mark.parametrize("value", ["[a, b]", "{host: a}", "[]", "true"])
+def test_a_url_that_is_not_a_string_is_refused(value: str) -> None:
+    message = refused("packs:\n  - name: p\n    url: %s\n" % value)
+    assert "jkbms.yml:3: packs[0].url" in message and "expected a string" in message
