@@ -946,3 +946,56 @@ def test_encoder_rejects_what_does_not_fit() -> None:
     with pytest.raises(ValueError):
         jk02.encode_cell_info(none, jk02.JK02_32S)
     assert math.isnan(reading_for(FRAMES["cell_info_jk04"]).current_amperes)
+
+
+# ----------------------------------------------------------------------------- settings no vector covers
+# (issue 12: mutants of these offsets went unnoticed). Offsets 287, 296 and 297 of the
+# JK02_32S settings frame are in no captured vector (the JK-PB capture mppsolar_jkpb_1e
+# covers 270-286). Two sources agree on them: our spec (shared/protocol/jk-02-frames.md,
+# settings table: "287 u8 data field enable control 0", "296 / 297 i8 discharge
+# under-temperature / recovery °C") and ESPHome's protocol notes (syssi/esphome-jk-bms,
+# docs/protocol-design-ble.md, "Settings Frame Specification (JK02_32S)": 287 "Data field
+# enable control 0" uint8; 296 "Discharge UTP" int8 °C; 297 "Discharge UTP recovery" int8 °C,
+# write registers 0x3A/0x3B). Both also put 32 four-byte connection-wire resistances at 142.
+# The frames below are built byte by byte from those tables, not with our encoder.
+
+
+def hand_built_settings(values: dict) -> bytes:
+    frame = bytearray(jk02.FRAME_SIZE)
+    frame[0:4] = b"\x55\xAA\xEB\x90"
+    frame[4] = 0x01
+    for offset, raw in values.items():
+        frame[offset : offset + len(raw)] = raw
+    frame[299] = sum(frame[:299]) & 0xFF
+    return bytes(frame)
+
+
+def test_settings_offsets_287_296_297_as_both_sources_place_them() -> None:
+    frame = hand_built_settings({287: b"\x5a", 296: (-20).to_bytes(1, "little", signed=True),
+                                 297: (-7).to_bytes(1, "little", signed=True)})
+    values = jk02.decode_frame(frame, jk02.JK02_32S).values
+    assert values["data_field_enable_control_0"] == 0x5A
+    assert values["discharge_undertemperature_protection"] == -20
+    assert values["discharge_undertemperature_recovery"] == -7
+    warm = hand_built_settings({296: b"\x05", 297: b"\x0a"})
+    values = jk02.decode_frame(warm, jk02.JK02_32S).values
+    assert (values["discharge_undertemperature_protection"],
+            values["discharge_undertemperature_recovery"]) == (5, 10)
+    # they are settings in °C, so they reach jkbms_setting_celsius
+    reading = jk02.reading_from_frames(
+        jk02.decode_frame(frame_bytes(FRAMES["cell_info_jk02_32s_v11"]),
+                          jk02.JK02_32S),
+        jk02.decode_frame(frame, jk02.JK02_32S))
+    settings = {s.name: (s.unit, s.value) for s in reading.settings}
+    assert settings["discharge_undertemperature_protection"] == ("celsius", -20)
+    assert settings["discharge_undertemperature_recovery"] == ("celsius", -7)
+
+
+def test_settings_connection_wire_resistances_are_32_words_from_offset_142() -> None:
+    raw = {142 + 4 * i: (1000 * (i + 1)).to_bytes(4, "little") for i in range(32)}
+    raw[270] = b"\x07"  # the device address right behind the last one stays apart
+    values = jk02.decode_frame(hand_built_settings(raw), jk02.JK02_32S).values
+    ohms = values["connection_wire_resistances"]
+    assert len(ohms) == 32 and ohms[0] > 0
+    assert list(ohms) == pytest.approx([ohms[0] * (i + 1) for i in range(32)])
+    assert values["device_address"] == 7
