@@ -268,7 +268,7 @@ def evaluate(name: str, files: Sequence[str], tests: Sequence[str], sample: int,
     chosen = rng.sample(candidates, min(sample, len(candidates)))
     chosen.sort(key=lambda m: (m.path, m.start))
     print("== %s: %d candidate mutants, %d sampled (seed %d); tests: %s"
-          % (name, len(candidates), len(chosen), seed, " ".join(tests)))
+          % (name, len(candidates), len(chosen), seed, " ".join(tests)), flush=True)
     if list_only:
         for mutant in chosen:
             print("   " + mutant.label)
@@ -284,7 +284,7 @@ def evaluate(name: str, files: Sequence[str], tests: Sequence[str], sample: int,
             print("   the tests fail without any mutant: fix that first")
             return 0, 0, 0
         timeout = max(30.0, 3 * took + 10)
-        killed = survived = suspects = 0
+        killed = survived = suspects = done = 0
         for mutant in chosen:
             target = copy_root / "jkbms_exporter" / mutant.path
             original = target.read_bytes()
@@ -297,20 +297,23 @@ def evaluate(name: str, files: Sequence[str], tests: Sequence[str], sample: int,
                 verdict = run_tests(copy_root, tests, timeout)
             finally:
                 target.write_bytes(original)
+            done += 1
+            if verbose or done % 10 == 0:
+                print("   … %d/%d mutants run" % (done, len(chosen)), flush=True)
             if verdict == "killed":
                 killed += 1
                 if verbose:
                     print("   killed    " + mutant.label)
             elif mutant.suspect:
                 suspects += 1
-                print("   equivalent-suspected " + mutant.label)
+                print("   equivalent-suspected " + mutant.label, flush=True)
             else:
                 survived += 1
-                print("   SURVIVED  " + mutant.label)
+                print("   SURVIVED  " + mutant.label, flush=True)
     counted = killed + survived
     score = 100.0 * killed / counted if counted else 100.0
     print("== %s: killed %d, survived %d, equivalent-suspected %d: %.0f %% of %d killed"
-          % (name, killed, survived, suspects, score, counted))
+          % (name, killed, survived, suspects, score, counted), flush=True)
     return killed, survived, suspects
 
 
