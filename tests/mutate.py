@@ -10,7 +10,7 @@ copy of the package (the checkout is never touched). A mutant is *killed* when a
 ``raise`` messages, ``__repr__`` and the like are reported as *equivalent-suspected*: they
 change only text no test should pin. The score is killed / (killed + survived).
 
-    .venv/bin/python tests/mutate.py jk_serial            # a named target (see TARGETS)
+    .venv/bin/python tests/mutate.py jk_serial metrics    # named targets (see TARGETS)
     .venv/bin/python tests/mutate.py all --sample 60      # every target
     .venv/bin/python tests/mutate.py metrics --list       # show the sampled mutants only
     .venv/bin/python tests/mutate.py --files exporter/jkbms_exporter/pack.py \\
@@ -319,7 +319,7 @@ def evaluate(name: str, files: Sequence[str], tests: Sequence[str], sample: int,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", nargs="?", help="one of %s, or all" % ", ".join(TARGETS))
+    parser.add_argument("target", nargs="*", help="some of %s, or all" % ", ".join(TARGETS))
     parser.add_argument("--files", nargs="+", help="module files (instead of a target)")
     parser.add_argument("--tests", nargs="+", help="test files to run (with --files)")
     parser.add_argument("--sample", type=int, default=60, help="mutants per target (60)")
@@ -333,11 +333,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("--files needs --tests")
         files = [str(Path(f).resolve().relative_to(PACKAGE)) for f in args.files]
         jobs.append(("+".join(files), files, args.tests))
-    elif args.target == "all":
+    elif args.target == ["all"]:
         jobs = [(name, files, tests) for name, (files, tests) in TARGETS.items()]
-    elif args.target in TARGETS:
-        files, tests = TARGETS[args.target]
-        jobs.append((args.target, files, tests))
+    elif args.target and all(name in TARGETS for name in args.target):
+        jobs = [(name,) + TARGETS[name] for name in args.target]
     else:
         parser.error("name a target (%s, all) or --files and --tests" % ", ".join(TARGETS))
     for name, files, tests in jobs:
