@@ -104,13 +104,15 @@ class Service:
 
     def __init__(self, workdir: Path, argv: List[str], port: int,
                  env: Optional[Dict[str, str]] = None, scheme: str = "http",
-                 context: Optional[ssl.SSLContext] = None) -> None:
+                 context: Optional[ssl.SSLContext] = None,
+                 authorization: Optional[str] = None) -> None:
         self.workdir = workdir
         self.argv = argv
         self.port = port
         self.url = "%s://127.0.0.1:%d" % (scheme, port)
         self.env = env
         self.context = context
+        self.authorization = authorization
         self.log_path = workdir / ("%s-%d.log" % (self.name, port))
         self.process: Optional[subprocess.Popen] = None
         self.start()
@@ -136,7 +138,10 @@ class Service:
 
     def get(self, path: str, timeout: float = 10, **params: str) -> str:
         url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        with urllib.request.urlopen(url, timeout=timeout, context=self.context) as response:
+        request = urllib.request.Request(url)
+        if self.authorization:
+            request.add_header("Authorization", self.authorization)
+        with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
             return response.read().decode("utf-8")
 
     def log(self) -> str:
@@ -156,14 +161,26 @@ class Service:
 class VictoriaMetrics(Service):
     name = "victoria-metrics"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, certificates: Optional[Certificates] = None,
+                 user: Optional[str] = None, password: str = "") -> None:
+        """With ``certificates`` and ``user``: the store's own TLS and basic auth flags
+        (``-tls``, ``-httpAuth.*``) instead of vmauth in front."""
         port = free_port()
+        data = workdir / ("vm-data-%d" % port)
         argv = [find_tool("victoria-metrics"), *compose_command(
             CENTRAL_COMPOSE, "victoriametrics", {},
-            {"/storage": str(workdir / "vm-data"), ":8428": "127.0.0.1:%d" % port}),
+            {"/storage": str(data), ":8428": "127.0.0.1:%d" % port}),
             # the tests look at data seconds old: no 30 s query delay, no rollup cache
             "-search.latencyOffset=0s", "-search.disableCache", "-loggerLevel=WARN"]
-        super().__init__(workdir, argv, port)
+        if certificates and user:
+            argv += ["-tls", "-tlsCertFile=%s" % certificates.cert,
+                     "-tlsKeyFile=%s" % certificates.key,
+                     "-httpAuth.username=%s" % user, "-httpAuth.password=%s" % password]
+            super().__init__(workdir, argv, port, scheme="https", context=certificates.context(),
+                             authorization=basic_auth(user, password))
+        else:
+            super().__init__(workdir, argv, port)
+        self.write_url = self.url + "/api/v1/write"
 
     def api(self, path: str, **params: str) -> dict:
         try:
