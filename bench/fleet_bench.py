@@ -317,6 +317,10 @@ def main() -> None:
                for name, s in central.items()}
         edge_cpu = (sum(cpu_seconds(a.process.pid) for a in agents) - edge_cpu0) / elapsed
         edge_rss = statistics.mean(rss_mb(a.process.pid) for a in agents)
+        # what a site's disk buffer holds per sample: the blocks vmagent sends (and would
+        # keep on disk while the central store is unreachable) are the same bytes
+        block_bytes = sum(a.metric("vmagent_remotewrite_block_size_bytes_sum") for a in agents)
+        block_rows = sum(a.metric("vmagent_remotewrite_block_size_rows_sum") for a in agents)
 
         series = json.loads(store.get("/api/v1/series/count"))["data"][0]
         pack_series = store.query('count({__name__=~"jkbms_.*|pack:.*", pack!=""})')
@@ -343,6 +347,10 @@ def main() -> None:
                   % (name, 100 * cpu[name], rss_mb(central[name].process.pid), peak[name]))
         print("edge: %d vmagents together CPU %.1f %% of a core, RSS %.1f MB each on average"
               % (len(agents), 100 * edge_cpu, edge_rss))
+        site_day = block_bytes / block_rows * per_pack * options.packs_per_site * 86400 / options.interval
+        print("edge buffer: %.1f bytes/sample sent; a site of %d packs fills %.0f MB a day of"
+              " outage, 1 GB lasts %.0f days" % (block_bytes / block_rows, options.packs_per_site,
+                                                  site_day / 1e6, 1e9 / site_day))
         print("disk, live run: %.2f MB for %d samples = %.2f bytes/sample (parts not merged yet)"
               % (disk / 1e6, total_rows, bytes_per_sample))
         print("disk per pack-day, live run: %.2f MB (%.0f samples per pack per day)"
