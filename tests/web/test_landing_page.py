@@ -1,9 +1,10 @@
 """The landing page in a real headless browser (Debian's chromium), and its bus traffic.
 
 One exporter reads packs behind simulated TCP gateways: a healthy pack, one 150 mV out of
-balance, one with alarm bits set, a silent one and a JK-PB bus with two packs. The page is
-loaded without any scrape before it, and what the browser shows after the page's script has
-run (it refreshes the pack cards by itself) is checked.
+balance, one with alarm bits set, a silent one, a JK-PB bus with two packs, and a JK04 board
+over simulated Bluetooth. The page is loaded without any scrape before it, and what the
+browser shows after the page's script has run (it refreshes the pack cards by itself) is
+checked.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def config_file(tmp_path: Path, urls: Dict[str, str]) -> str:
     for address in (1, 2):
         lines += ["  - name: rack%d" % address, "    url: %s" % urls["rack"],
                   "    protocol: jk-pb", "    address: %d" % address]
+    # a JK04 board (simulated BLE): no SOC, current, temperatures or alarm bits
+    lines += ["  - name: old", "    url: ble+sim://old?generation=JK04&cells=8&interval=0.05"]
     path = tmp_path / "jkbms.yml"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -150,7 +153,7 @@ def test_landing_page_in_a_browser(start_exporter, gateways, tmp_path: Path) -> 
     assert dom.by_id("updated").text.startswith("Updated ")
     cards = {node.attrs["data-pack"]: node for node in packs.find_all(
         lambda n: n.tag == "section" and "pack" in n.classes())}
-    assert list(cards) == ["house", "shed", "cabin", "garage", "rack1", "rack2"]
+    assert list(cards) == ["house", "shed", "cabin", "garage", "rack1", "rack2", "old"]
 
     # Live values on the first visit (nothing had scraped /metrics).
     house = cards["house"]
@@ -192,6 +195,12 @@ def test_landing_page_in_a_browser(start_exporter, gateways, tmp_path: Path) -> 
         port = " ".join(rack.find_all(lambda n: "meta" in n.classes())[0].text.split())
         assert port.startswith("Port %s address %d " % (gateways["rack"], address))
         assert len(cells(rack)) == 16
+
+    old = cards["old"]
+    assert old.attrs["data-state"] == "up" and len(cells(old)) == 8
+    for key in ("soc", "current", "temperatures", "alarms"):
+        assert value(old, key).endswith(" not reported"), key
+    assert re.fullmatch(r"Voltage \d\d\.\d\d V", value(old, "voltage"))
 
 
 def test_open_pages_read_at_most_once_per_refresh_period(start_exporter,

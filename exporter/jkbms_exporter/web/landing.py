@@ -231,8 +231,9 @@ _SCRIPT = """(function () {
 def landing_page(poller: Poller, telemetry_path: str, snapshot: Optional[Snapshot]) -> str:
     limits = ("",) + tuple("%g" % limit for limit in DEVIATION_BANDS_MV)
     legend = " · ".join(
-        '<span class="lo d%d"></span><span class="hi d%d"></span> %s' % (
-            band, band, ("under %s mV" % limits[1]) if band == 0 else
+        '%s %s' % (
+            '<span class="d0"></span>' if band == 0 else
+            '<span class="lo d%d"></span><span class="hi d%d"></span>' % (band, band), ("under %s mV" % limits[1]) if band == 0 else
             ("%s mV and more" % limits[band]) if band == len(DEVIATION_BANDS_MV) else
             "%s–%s" % (limits[band], limits[band + 1]))
         for band in range(len(DEVIATION_BANDS_MV) + 1))
