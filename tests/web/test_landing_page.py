@@ -218,3 +218,18 @@ def test_open_pages_read_at_most_once_per_refresh_period(start_exporter,
     assert len(own_request_log()) == 1
     assert 'jkbms_up{pack="sim"} 1.0' in exporter.metrics()  # a scrape reads as before
     assert len(own_request_log()) == 2
+
+
+def test_the_page_refreshes_behind_basic_auth(start_exporter, tmp_path: Path) -> None:
+    """Opened as http://user:password@host/ (fetch refuses URLs with credentials; the
+    refresh must still get through, with the credentials the browser keeps)."""
+    import bcrypt
+
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: %s\n"
+                   % bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode())
+    exporter = start_exporter("--simulate", "--web.config.file", str(web))
+    url = exporter.url.replace("http://", "http://alice:secret@") + "/"
+    dom = Dom(chromium(url, tmp_path / "profile", "--dump-dom"))
+    assert dom.by_id("updated").text.startswith("Updated "), dom.by_id("updated").text
+    assert int(dom.by_id("packs").attrs.get("data-refreshes", "0")) >= 2

@@ -208,9 +208,12 @@ border:1px solid #d0d7de;border-radius:2px}"""
 _SCRIPT = """(function () {
   var packs = document.getElementById("packs"), note = document.getElementById("updated");
   var every = parseFloat(packs.getAttribute("data-refresh")) * 1000, count = 0;
+  // without the user:password@ a URL may carry (fetch refuses those; the browser still
+  // sends the credentials it has for this origin)
+  var url = new URL("-/packs", location.origin + location.pathname).href;
   function stamp(text) { note.textContent = text; }
   function refresh() {
-    fetch("-/packs", {cache: "no-store", credentials: "same-origin"}).then(function (r) {
+    fetch(url, {cache: "no-store", credentials: "same-origin"}).then(function (r) {
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.text();
     }).then(function (text) {
