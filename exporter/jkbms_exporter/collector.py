@@ -31,6 +31,7 @@ from .exposition import RenderedFamily, RenderedPart, SeriesLabels, SpecSample, 
 from .metrics import (
     ALL_SPECS,
     BUILD_INFO,
+    CHEMISTRY_INFO,
     LAST_SUCCESS,
     READ_ERRORS,
     SCRAPE_DURATION,
@@ -39,7 +40,7 @@ from .metrics import (
     energy_samples,
     reading_samples,
 )
-from .pack import Pack
+from .pack import DEFAULT_CHEMISTRY, Pack
 from .reading import READING_AGE_KEY, Reading
 
 log = logging.getLogger(__name__)
@@ -258,9 +259,11 @@ def _family(spec: MetricSpec, pack_labels: Tuple[str, ...]) -> Metric:
     return GaugeMetricFamily(spec.full_name, spec.help, labels=labels)
 
 
-def status_samples(result: PackResult, status: PackStatus) -> Iterator[SpecSample]:
+def status_samples(result: PackResult, status: PackStatus,
+                   chemistry: str = DEFAULT_CHEMISTRY) -> Iterator[SpecSample]:
     """A pack's samples that do not come from its reading: present whether it read or not."""
     yield UP, (), 1 if result.up else 0
+    yield CHEMISTRY_INFO, (chemistry,), 1
     yield SCRAPE_DURATION, (), result.duration_seconds
     if status.last_success_time is not None:
         yield LAST_SUCCESS, (), status.last_success_time
@@ -280,6 +283,7 @@ class JkbmsCollector:
         self.poller = poller
         self._build_info = SeriesLabels((), ()).render(
             [(BUILD_INFO, (__version__, platform.python_version()), 1)])
+        self._chemistry = {pack.name: pack.chemistry for pack in poller.packs}
 
     def describe(self) -> Iterable[Metric]:
         # Families without samples: registering the collector never touches a port.
@@ -292,7 +296,8 @@ class JkbmsCollector:
         for result in snapshot.results:
             status = self.poller.status[result.name]
             labels = self.poller.series_labels[result.name]
-            join_families(labels.render(status_samples(result, status)), families)
+            join_families(labels.render(status_samples(result, status, self._chemistry[result.name])),
+                          families)
             join_families(result.rendered, families)
         yield from families.values()
         yield from join_families(self._build_info).values()

@@ -22,7 +22,8 @@ from .energy import DEFAULT_MAX_GAP, MAX_GAP_RANGE
 from .errors import ConfigError
 from .links import ble as ble_link
 from .links.ble import is_ble_url
-from .pack import DEFAULT_READ_TIMEOUT, AutoProtocol, JkSerialProtocol, Pack, ReadProtocol
+from .pack import (CHEMISTRIES, DEFAULT_CHEMISTRY, DEFAULT_READ_TIMEOUT, AutoProtocol,
+                   JkSerialProtocol, Pack, ReadProtocol)
 from .links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
 from .links.serial import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport
 
@@ -56,6 +57,8 @@ class PackConfig:
     labels: Tuple[Tuple[str, str], ...] = ()
     #: Readings further apart are not integrated into the energy counters (seconds).
     energy_max_gap: float = DEFAULT_MAX_GAP
+    #: Cell chemistry (``CHEMISTRIES``): the alert rules' fallback protection levels.
+    chemistry: str = DEFAULT_CHEMISTRY
     #: Where the definition came from, for error messages (``jkbms.yml:12``, ``--device``).
     origin: str = field(default="", compare=False)
 
@@ -140,9 +143,9 @@ def _expand(value: Any, environ: Mapping[str, str], fail: Any) -> Any:
 
 
 _PACK_KEYS = ("name", "url", "protocol", "address", "baud", "read_timeout", "invert_current",
-              "labels", "verify_checksum", "energy_max_gap")
+              "labels", "verify_checksum", "energy_max_gap", "chemistry")
 _DEFAULT_KEYS = ("protocol", "baud", "read_timeout", "invert_current", "labels",
-                 "verify_checksum", "energy_max_gap")
+                 "verify_checksum", "energy_max_gap", "chemistry")
 
 
 def _field(raw: Any, kind: str, fail: Any) -> Any:
@@ -222,6 +225,9 @@ def _pack_from(mapping: _Mapping, defaults: Mapping[str, Any], index: int, where
                      fail_at("energy_max_gap"))
     if not MAX_GAP_RANGE[0] <= max_gap <= MAX_GAP_RANGE[1]:  # also refuses nan and inf
         raise fail_at("energy_max_gap")("%r: seconds from %g to %g" % ((max_gap,) + MAX_GAP_RANGE))
+    chemistry = _field(values.get("chemistry", DEFAULT_CHEMISTRY), "str", fail_at("chemistry"))
+    if chemistry not in CHEMISTRIES:
+        raise fail_at("chemistry")("%r: choose from %s" % (chemistry, ", ".join(CHEMISTRIES)))
     return PackConfig(
         name=name,
         url=url,
@@ -235,6 +241,7 @@ def _pack_from(mapping: _Mapping, defaults: Mapping[str, Any], index: int, where
                               fail_at("invert_current")),
         labels=labels,
         energy_max_gap=max_gap,
+        chemistry=chemistry,
         origin="%s:%d" % (where.path, mapping.line),
     )
 
@@ -415,6 +422,8 @@ def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
                 energy_max_gap=config.energy_max_gap,
             )
         )
+    for pack, config in zip(packs, configs):  # one pack per configuration, in order
+        pack.chemistry = config.chemistry
     # BLE links start connecting only once every pack was built: a ConfigError half-way
     # leaves no radio threads behind
     for pack in packs:

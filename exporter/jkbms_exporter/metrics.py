@@ -66,6 +66,12 @@ READ_ERRORS = _c(
     "Failed reads of this pack by reason (timeout, checksum, malformed, io).",
     "reason",
 )
+CHEMISTRY_INFO = _g(
+    "chemistry_info",
+    "Cell chemistry configured for this pack (lifepo4, nmc, lto; default lifepo4); the alert "
+    "rules use its protection levels where the BMS reports no setting. Always 1.",
+    "chemistry",
+)
 BUILD_INFO = _g("exporter_build_info", "Version of jkbms-exporter and of Python; always 1.",
                 "version", "python_version")
 
@@ -146,7 +152,7 @@ ENERGY_SKIPPED = _c(
     "reason",
 )
 
-HEALTH_SPECS = (UP, SCRAPE_DURATION, LAST_SUCCESS, READ_ERRORS)
+HEALTH_SPECS = (UP, SCRAPE_DURATION, LAST_SUCCESS, READ_ERRORS, CHEMISTRY_INFO)
 ENERGY_SPECS = (CHARGE_ENERGY, DISCHARGE_ENERGY, CHARGE_COULOMBS, DISCHARGE_COULOMBS,
                 ENERGY_SKIPPED)
 READING_SPECS = (

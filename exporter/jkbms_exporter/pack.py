@@ -32,6 +32,10 @@ from .links.serial import SerialTransport
 log = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT = 1.0
+#: Cell chemistries a pack may be configured with (``chemistry:``); exported as
+#: ``jkbms_chemistry_info`` for the alert rules' fallback protection levels.
+CHEMISTRIES = ("lifepo4", "nmc", "lto")
+DEFAULT_CHEMISTRY = "lifepo4"
 
 
 class ReadProtocol(Protocol):
@@ -118,6 +122,7 @@ class Pack:
     labels: Tuple[Tuple[str, str], ...] = ()
     #: Readings further apart are not integrated into the energy counters (seconds).
     energy_max_gap: float = DEFAULT_MAX_GAP
+    chemistry: str = DEFAULT_CHEMISTRY
 
     @property
     def port(self) -> str:
