@@ -229,20 +229,17 @@ def test_cell_overvoltage_alert_names_pack_and_cell(stack: Stack) -> None:
     found = wait_for_alert(stack, "JkbmsCellOvervoltage",
                            lambda f: {a["severity"] for a in f} == {"warning", "critical"})
     assert {(a["pack"], a["cell"]) for a in found} == {("sim", "05")}
-    # the BMS's own protection setting (3.65 V) is approached too
-    near = wait_for_alert(stack, "JkbmsCellNearOvervoltageProtection", bool)
-    assert {(a["pack"], a["cell"]) for a in near} == {("sim", "05")}
 
 
 def test_cold_charge_alert_names_pack_and_sensors(stack: Stack) -> None:
     found = wait_for_alert(stack, "JkbmsChargingBelowFreezing", lambda f: len(f) >= 2)
     assert {(a["pack"], a["sensor"]) for a in found} == {("garage", "battery1"),
                                                          ("garage", "battery2")}, found
-    assert {a["severity"] for a in found} == {"critical"}
+    assert "critical" in {a["severity"] for a in found}
 
 
 def test_alarm_bits_and_mosfet_alerts_name_the_alarm(stack: Stack) -> None:
-    found = wait_for_alert(stack, "JkbmsAlarmActive", lambda f: len(f) >= 2)
+    found = wait_for_alert(stack, "JkbmsProtectionTripped", lambda f: len(f) >= 2)
     assert {(a["pack"], a["alarm"]) for a in found} == {("shed", "cell_overvoltage"),
                                                         ("shed", "battery_undertemperature")}
     found = wait_for_alert(stack, "JkbmsMosfetOff", bool)
@@ -257,7 +254,7 @@ def test_exporter_down_alert_for_a_target_that_does_not_answer(stack: Stack) -> 
 def test_healthy_pack_raises_no_alert(stack: Stack) -> None:
     # wait until the rules have seen the troubled packs, so they have seen this one too
     wait_for_alert(stack, "JkbmsChargingBelowFreezing", bool)
-    wait_for_alert(stack, "JkbmsAlarmActive", bool)
+    wait_for_alert(stack, "JkbmsProtectionTripped", bool)
     assert stack.prometheus.query('ALERTS{pack="house"}') == []
     spread = stack.prometheus.query('pack:jkbms_cell_voltage_volts:spread{pack="house"}')
     assert len(spread) == 1 and 0 < float(spread[0]["value"][1]) < 0.05
