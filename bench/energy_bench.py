@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "exporter"))
 from jkbms_exporter.energy import EnergyIntegrator, EnergyTotals  # noqa: E402
 from jkbms_exporter.protocols import jk02, jk_serial  # noqa: E402
 from jkbms_exporter.reading import Reading  # noqa: E402
-from jkbms_exporter.sim.bms import SimulatedBms  # noqa: E402
+# the simulator's own open-circuit voltage curve of a LiFePO4 cell
+from jkbms_exporter.sim.bms import SimulatedBms, _ocv as ocv  # noqa: E402
 
 CELLS = 16
 CAPACITY_AH = 280.0
@@ -50,19 +51,8 @@ CAPACITY_AH = 280.0
 CELL_RESISTANCE_OHMS = 0.001
 GRID = 0.05  # seconds
 HOUR = 3600.0
-#: (state of charge, open-circuit voltage of a LiFePO4 cell)
-OCV = ((0.0, 2.80), (0.05, 3.10), (0.10, 3.20), (0.30, 3.27), (0.60, 3.30), (0.90, 3.33),
-       (0.97, 3.40), (1.00, 3.45))
 #: The charger stops at this state of charge (the pack is full: the solar current falls to 0).
 FULL = 0.99
-
-
-def ocv(soc: float) -> float:
-    soc = min(1.0, max(0.0, soc))
-    for (s0, v0), (s1, v1) in zip(OCV, OCV[1:]):
-        if soc <= s1:
-            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
-    return OCV[-1][1]
 
 
 def pulse(t: float, start: float, length: float, ramp: float) -> float:
