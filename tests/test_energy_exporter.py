@@ -162,6 +162,26 @@ def test_over_http_counters_grow_and_start_at_zero_after_a_restart(start_exporte
     assert values(again.metrics(), "sim")[SKIPPED + "/gap"] >= 1.2  # the flag's bound
 
 
+def test_over_http_a_jk_pb_pack_is_integrated_record_by_record_and_promtool_is_clean(
+        start_exporter, promtool: str) -> None:
+    import subprocess
+
+    exporter: ExporterProcess = start_exporter(
+        "--simulate", "--simulate.protocol", "jk-pb", "--simulate.packs", "1",
+        "--simulate.scenario", "cold-charge", "--min-interval", "0")
+    scrapes = timed_scrapes(exporter.metrics, 3, 0.5)
+    sim = values(scrapes[-1][2], "sim1")
+    shortest = scrapes[-1][0] - scrapes[0][1]
+    longest = scrapes[-1][1] - scrapes[0][0]
+    assert COLD_CHARGE_AMPERES * shortest <= sim["jkbms_charge_coulombs_total"] \
+        <= COLD_CHARGE_AMPERES * longest
+    assert "jkbms_balance_wire_resistance_ohms{" in scrapes[-1][2]
+    result = subprocess.run([promtool, "check", "metrics"], input=scrapes[-1][2],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
+        result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("value", ["0", "nan", "inf", "1e9"])
 def test_a_bad_energy_max_gap_flag_exits_2_naming_it(value: str) -> None:
     import subprocess
