@@ -39,14 +39,14 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "stack"), str(ROOT / "exporter")]
 
 from conftest import ExporterProcess  # noqa: E402
 from fleet_stack import (Alertmanager, Certificates, VictoriaMetrics, VmAgent,  # noqa: E402
-                         VmAlert, VmAuth)
+                         VmAlert, VmAuth, metric_sum)
 from test_dashboard import data_panels, iter_panels, load_dashboard  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -148,15 +148,8 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def vm_metric(store: VictoriaMetrics, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in store.get("/metrics").splitlines():
-        match = SAMPLE.match(line)
-        if match and match.group(1) == name:
-            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            if all(found.get(k) == v for k, v in labels.items()):
-                total += float(match.group(3))
-    return total
+def vm_metric(store: VictoriaMetrics, name: str) -> float:
+    return metric_sum(store.get("/metrics"), name)
 
 
 def fill(expr: str, site: str) -> str:

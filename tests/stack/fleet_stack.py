@@ -263,15 +263,7 @@ class VmAgent(Service):
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric of vmagent's own /metrics page over the series matching labels."""
-        total = 0.0
-        for line in self.get("/metrics").splitlines():
-            match = re.match(r"(\w+)(\{[^}]*\})? (\S+)$", line)
-            if not match or match.group(1) != name:
-                continue
-            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            if all(found.get(key) == value for key, value in labels.items()):
-                total += float(match.group(3))
-        return total
+        return metric_sum(self.get("/metrics"), name, **labels)
 
 
 class VmAlert(Service):
@@ -336,6 +328,19 @@ class Site:
     def stop(self) -> None:
         self.vmagent.stop()
         self.exporter.stop()
+
+
+def metric_sum(exposition: str, name: str, **labels: str) -> float:
+    """Sum of one metric's samples in a /metrics text, over the series matching labels."""
+    total = 0.0
+    for line in exposition.splitlines():
+        match = re.match(r"(\w+)(\{[^}]*\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            total += float(match.group(3))
+    return total
 
 
 def basic_auth(user: str, password: str) -> str:
