@@ -340,6 +340,7 @@ def main() -> None:
                   % (name, 100 * cpu[name], rss_mb(central[name].process.pid), peak[name]))
         print("edge: %d vmagents together CPU %.1f %% of a core, RSS %.1f MB each on average"
               % (len(agents), 100 * edge_cpu, edge_rss))
+        block_rows = block_rows or float("nan")  # a run too short to send anything
         site_day = block_bytes / block_rows * per_pack * options.packs_per_site * 86400 / options.interval
         print("edge buffer: %.1f bytes/sample sent; a site of %d packs fills %.0f MB a day of"
               " outage, 1 GB lasts %.0f days" % (block_bytes / block_rows, options.packs_per_site,
