@@ -246,12 +246,12 @@ def _valid(text: str) -> bool:
     return True
 
 
-def run_tests(copy_root: Path, tests: Sequence[str], timeout: float) -> str:
+def run_tests(copy_root: Path, tests: Sequence[str], timeout: float, nice: int = 10) -> str:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(copy_root) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.setdefault("JKBMS_SHARED", str(REPO.parent / "shared"))
-    command = ["nice", "-n", "10", sys.executable, "-m", "pytest", "-x", "-q",
+    command = ["nice", "-n", str(nice), sys.executable, "-m", "pytest", "-x", "-q",
                "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
     try:
         result = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -262,7 +262,7 @@ def run_tests(copy_root: Path, tests: Sequence[str], timeout: float) -> str:
 
 
 def evaluate(name: str, files: Sequence[str], tests: Sequence[str], sample: int, seed: int,
-             list_only: bool, verbose: bool) -> Tuple[int, int, int]:
+             list_only: bool, verbose: bool, nice: int = 10) -> Tuple[int, int, int]:
     candidates = [m for relative in files for m in mutants_of(relative)]
     rng = random.Random(seed)
     chosen = rng.sample(candidates, min(sample, len(candidates)))
@@ -278,7 +278,7 @@ def evaluate(name: str, files: Sequence[str], tests: Sequence[str], sample: int,
         shutil.copytree(PACKAGE, copy_root / "jkbms_exporter",
                         ignore=shutil.ignore_patterns("__pycache__"))
         started = time.monotonic()
-        baseline = run_tests(copy_root, tests, timeout=900)
+        baseline = run_tests(copy_root, tests, timeout=900, nice=nice)
         took = time.monotonic() - started
         if baseline != "survived":
             print("   the tests fail without any mutant: fix that first")
@@ -294,7 +294,7 @@ def evaluate(name: str, files: Sequence[str], tests: Sequence[str], sample: int,
                 continue
             target.write_bytes(mutated)
             try:
-                verdict = run_tests(copy_root, tests, timeout)
+                verdict = run_tests(copy_root, tests, timeout, nice)
             finally:
                 target.write_bytes(original)
             done += 1
@@ -325,6 +325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--sample", type=int, default=60, help="mutants per target (60)")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--list", action="store_true", help="only list the sampled mutants")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of the test runs (10)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list killed mutants too")
     args = parser.parse_args(argv)
     jobs: List[Tuple[str, Sequence[str], Sequence[str]]] = []
@@ -340,7 +341,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         parser.error("name a target (%s, all) or --files and --tests" % ", ".join(TARGETS))
     for name, files, tests in jobs:
-        evaluate(name, files, tests, args.sample, args.seed, args.list, args.verbose)
+        evaluate(name, files, tests, args.sample, args.seed, args.list, args.verbose, args.nice)
     return 0
 
 
