@@ -147,3 +147,41 @@ def test_json_output_has_every_value_in_its_place() -> None:
     assert out["device_info"]["model"] == "JK_B2A8S20P"
     assert out["device_info"]["serial_number"] == "S1"
     assert all(isinstance(v, int) for v in out["mosfet_on"].values())
+
+
+def test_energy_counters_are_exported_each_under_its_own_name() -> None:
+    from jkbms_exporter.energy import SKIP_REASONS, EnergyTotals
+    from jkbms_exporter.metrics import energy_samples
+
+    skipped = {reason: 10.0 * (index + 1) for index, reason in enumerate(SKIP_REASONS)}
+    totals = EnergyTotals(charge_joules=1.5, discharge_joules=2.5, charge_coulombs=3.5,
+                          discharge_coulombs=4.5, skipped_seconds=skipped)
+    out = {(spec.full_name, labels): value for spec, labels, value in energy_samples(totals)}
+    assert out == {
+        ("jkbms_charge_energy_joules_total", ()): 1.5,
+        ("jkbms_discharge_energy_joules_total", ()): 2.5,
+        ("jkbms_charge_coulombs_total", ()): 3.5,
+        ("jkbms_discharge_coulombs_total", ()): 4.5,
+        **{("jkbms_energy_skipped_seconds_total", (reason,)): skipped[reason]
+           for reason in SKIP_REASONS},
+    }
+
+
+def test_every_reading_family_of_a_full_reading_is_exported_once_with_its_value() -> None:
+    out = reading_to_json(hand_made_reading())
+    assert out["cycle_capacity_coulombs_total"] == 3600.0 * 40
+    assert out["runtime_seconds_total"] == 86400.0
+    assert out["nominal_capacity_coulombs"] == 3600.0 * 100
+    assert out["actual_capacity_coulombs"] == 3600.0 * 98
+    assert out["remaining_capacity_coulombs"] == 3600.0 * 55
+    counts: dict = {}
+    for spec, labels, _ in reading_samples(hand_made_reading()):
+        counts[(spec.full_name, labels)] = counts.get((spec.full_name, labels), 0) + 1
+    assert set(counts.values()) == {1}  # no sample twice
+
+
+def test_active_alarm_names() -> None:
+    from jkbms_exporter.metrics import active_alarm_names
+
+    assert active_alarm_names(hand_made_reading()) == ["cell_undervoltage"]
+    assert active_alarm_names(hand_made_reading(alarms={"a": False})) == []
