@@ -290,3 +290,16 @@ def test_scrape_duration_is_each_packs_own_read_time(servers: List) -> None:
     assert 0.4 <= slow_s < 1.5, slow_s
     assert 0.0 < fast_s < 0.3, fast_s
     poller.close()
+
+
+def test_good_reads_feed_the_energy_counters(servers: List) -> None:
+    sim = start_sim(servers, scenario="cold-charge", latency=0.0)  # charging at +10 A
+    poller, registry = make([PackConfig("a", sim.url)], min_interval=0)
+    first = scrape(registry)
+    time.sleep(0.3)
+    second = scrape(registry)
+    assert value(first, "jkbms_charge_energy_joules_total", pack="a") == 0
+    charged = value(second, "jkbms_charge_energy_joules_total", pack="a")
+    assert charged > 0 and value(second, "jkbms_discharge_energy_joules_total", pack="a") == 0
+    assert value(second, "jkbms_charge_coulombs_total", pack="a") > 0
+    poller.close()
