@@ -264,7 +264,7 @@ def test_a_port_still_busy_past_its_deadline_is_reported_down_and_not_read_again
         for attempt in range(2):
             started = time.monotonic()
             samples = scrape(registry)
-            assert time.monotonic() - started < 1.2
+            assert time.monotonic() - started < 3.0  # the stuck read blocks for 10 s
             assert value(samples, "jkbms_up", pack="stuck") == 0
             assert value(samples, "jkbms_up", pack="good") == 1
             assert value(samples, "jkbms_read_errors_total", pack="stuck",
@@ -274,21 +274,26 @@ def test_a_port_still_busy_past_its_deadline_is_reported_down_and_not_read_again
         result = poller.snapshot.results[0]  # type: ignore[union-attr]
         assert result.error == "port still busy past the scrape timeout"
         stuck.release.set()  # the driver returns: the port is read again
-        time.sleep(0.1)
+        for _ in range(50):
+            if poller._in_flight and all(f.done() for f in poller._in_flight.values()):
+                break
+            time.sleep(0.05)
         assert value(scrape(registry), "jkbms_up", pack="stuck") == 1 and stuck.reads == 2
     finally:
         poller.close()
 
 
 def test_scrape_duration_is_each_packs_own_read_time(servers: List) -> None:
-    slow, fast = start_sim(servers, latency=0.4), start_sim(servers, latency=0.0)
-    poller, registry = make([PackConfig("slow", slow.url), PackConfig("fast", fast.url)],
-                            min_interval=0)
+    slow, fast = start_sim(servers, latency=0.8), start_sim(servers, latency=0.0)
+    poller, registry = make([PackConfig("slow", slow.url, read_timeout=4.0),
+                             PackConfig("fast", fast.url)], min_interval=0)
     samples = scrape(registry)
     slow_s = value(samples, "jkbms_scrape_duration_seconds", pack="slow")
     fast_s = value(samples, "jkbms_scrape_duration_seconds", pack="fast")
-    assert 0.4 <= slow_s < 1.5, slow_s
-    assert 0.0 < fast_s < 0.3, fast_s
+    # bounds wide enough for a loaded machine: the slow BMS answers after 0.8 s, the fast
+    # one at once; both are read at the same time on their own ports
+    assert 0.8 <= slow_s < 4.0, slow_s
+    assert 0.0 < fast_s < 0.6, fast_s
     poller.close()
 
 
