@@ -177,6 +177,40 @@ class _StreamServer:
         self.stop()
 
 
+class LinkRefused(OSError):
+    """``link`` names a path the simulator did not make: it is never replaced."""
+
+
+def make_own_link(target: str, link: str) -> None:
+    """Create the symlink ``link`` -> ``target``; never replace what is already there.
+
+    ``os.symlink`` fails when anything (a file, a directory, a dangling or foreign link, a
+    real adapter's ``/dev/serial/by-id`` entry) exists at ``link``; no temporary file is
+    left anywhere. OSError (LinkRefused for an existing path) names what is wrong.
+    """
+    try:
+        os.symlink(target, link)
+    except FileExistsError:
+        what = ("a symlink to %s" % os.readlink(link) if os.path.islink(link)
+                else "a directory" if os.path.isdir(link) else "a file")
+        raise LinkRefused("%s already exists (%s) and was not made by this simulator: "
+                          "choose another path or remove it yourself" % (link, what)) from None
+    except FileNotFoundError:
+        directory = os.path.dirname(link) or "."
+        if os.path.isdir(directory):
+            raise
+        raise FileNotFoundError("%s: directory %s does not exist" % (link, directory)) from None
+
+
+def remove_own_link(target: str, link: str) -> None:
+    """Remove ``link`` only while it is still the symlink to ``target`` this process made."""
+    try:
+        if os.path.islink(link) and os.readlink(link) == target:
+            os.unlink(link)
+    except OSError:
+        pass
+
+
 class PtySimulator(_StreamServer):
     """The simulated BMS behind a pseudo-terminal.
 
@@ -204,11 +238,11 @@ class PtySimulator(_StreamServer):
             self._master, self._slave = master, slave
         self.tty_path = os.ttyname(slave)
         if self._link:
-            temporary = self._link + ".new"
-            if os.path.lexists(temporary):
-                os.unlink(temporary)
-            os.symlink(self.tty_path, temporary)
-            os.replace(temporary, self._link)
+            try:
+                make_own_link(self.tty_path, self._link)
+            except OSError:
+                self._close_fds()
+                raise
         self._plugged.set()
 
     @property
@@ -227,8 +261,8 @@ class PtySimulator(_StreamServer):
     def unplug(self) -> None:
         """The adapter vanishes: the terminal closes (readers get an error) and the path goes."""
         self._plugged.clear()
-        if self._link and os.path.lexists(self._link):
-            os.unlink(self._link)
+        if self._link:
+            remove_own_link(self.tty_path, self._link)
         self._close_fds()
 
     def replug(self) -> None:
@@ -276,8 +310,8 @@ class PtySimulator(_StreamServer):
                 self._answer(buffer, self._write)
         finally:
             self._close_fds()
-            if self._link and os.path.lexists(self._link):
-                os.unlink(self._link)
+            if self._link:
+                remove_own_link(self.tty_path, self._link)
 
 
 class TcpSimulator(_StreamServer):
