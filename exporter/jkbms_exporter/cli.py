@@ -18,9 +18,9 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__
+from . import __version__, ranges
 from .protocols import jk_serial
-from .energy import DEFAULT_MAX_GAP, MAX_GAP_RANGE
+from .energy import DEFAULT_MAX_GAP
 from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
 from .config import (
     DEFAULT_PROTOCOL,
@@ -65,36 +65,21 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
-        raise UsageError("%s: %s (see --help)" % (self.prog, message))
+        # main() prints the program name: name only the command here ("serve: …")
+        command = self.prog.partition(" ")[2]
+        raise UsageError("%s%s (see --help)" % (command + ": " if command else "", message))
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
+def _in(allowed: ranges.Range) -> Callable[[str], ranges.Number]:
+    """An argparse ``type`` refusing anything outside ``allowed`` (inf, nan, 1e308, -1…)."""
+    def parse(text: str) -> ranges.Number:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError("%r must be greater than 0" % text)
-        return value
+            return allowed.check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-    parse.__name__ = kind.__name__
+    parse.__name__ = allowed.kind.__name__
     return parse
-
-
-def _max_gap(text: str) -> float:
-    value = float(_positive(float)(text))
-    if not MAX_GAP_RANGE[0] <= value <= MAX_GAP_RANGE[1]:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError("%r: seconds from %g to %g"
-                                         % ((text,) + MAX_GAP_RANGE))
-    return value
-
-
-def _cells(text: str) -> int:
-    value = int(_positive(int)(text))
-    if value > 32:
-        raise argparse.ArgumentTypeError("%d cells: a JK BMS has 1 to 32" % value)
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,20 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="log line format (default: logfmt)")
 
     def link_flags(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE,
-                         help="baud rate of serial devices (default: %d)" % DEFAULT_BAUDRATE)
-        sub.add_argument("--read-timeout", type=_positive(float), default=None,
-                         help="seconds to wait for one complete reply (default: %g for "
-                         "jk-serial, %g for jk-pb)" % (DEFAULT_READ_TIMEOUT, DEFAULT_REPLY_TIMEOUT))
+        sub.add_argument("--baud", type=_in(ranges.BAUD), default=DEFAULT_BAUDRATE,
+                         help="baud rate of serial devices, 300-4000000 (default: %d)"
+                         % DEFAULT_BAUDRATE)
+        sub.add_argument("--read-timeout", type=_in(ranges.READ_TIMEOUT), default=None,
+                         help="seconds to wait for one complete reply, above 0 and at most 300 "
+                         "(default: %g for jk-serial, %g for jk-pb)"
+                         % (DEFAULT_READ_TIMEOUT, DEFAULT_REPLY_TIMEOUT))
 
     serve = commands.add_parser(
         "serve", help="serve /metrics for one or more packs",
         description="Read every configured pack when Prometheus scrapes and serve the metrics.",
     )
     serve.add_argument("--device", action="append", default=[], metavar="[NAME=]URL",
-                       help="a BMS to read: /dev/ttyUSB0, /dev/serial/by-id/…, socket://HOST:PORT, "
-                       "rfc2217://HOST:PORT, spy://…; repeat for more packs; NAME defaults to "
-                       "1, 2, … in order")
+                       help="a BMS to read: /dev/ttyUSB0, /dev/serial/by-id/…, "
+                       "socket://HOST:PORT, rfc2217://HOST:PORT, spy://…; repeat for more "
+                       "packs; NAME defaults to 1, 2, … in order")
     serve.add_argument("--config.file", dest="config_file", metavar="FILE",
                        help="YAML file listing the packs (see jkbms.example.yml); --device "
                        "flags add to it")
@@ -134,14 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--simulate.scenario", dest="simulate_scenario", default="normal",
                        choices=sorted(SCENARIOS), metavar="NAME",
                        help="scenario of the simulated BMS: " + scenario_help())
-    serve.add_argument("--simulate.cells", dest="simulate_cells", type=_cells, default=16,
-                       metavar="N", help="cells of the simulated BMS (default: 16)")
+    serve.add_argument("--simulate.cells", dest="simulate_cells", type=_in(ranges.CELLS),
+                       default=16, metavar="N", help="cells of the simulated BMS, 1-32 "
+                       "(default: 16)")
     serve.add_argument("--simulate.protocol", dest="simulate_protocol", default="jk-serial",
                        choices=("jk-serial", "jk-pb"),
                        help="jk-serial: one JK-B BMS as pack 'sim' (default); jk-pb: a simulated "
                        "RS-485 bus of --simulate.packs JK-PB packs, sim1 … simN at DIP 1 … N")
-    serve.add_argument("--simulate.packs", dest="simulate_packs", type=int, default=2,
-                       metavar="N", help="packs on the simulated JK-PB bus (default: 2)")
+    serve.add_argument("--simulate.packs", dest="simulate_packs", type=_in(ranges.PB_PACKS),
+                       default=2, metavar="N", help="packs on the simulated JK-PB bus, 1-15 "
+                       "(default: 2)")
     serve.add_argument("--simulate.fault", dest="simulate_fault", default="none",
                        choices=list(FAULTS), metavar="FAULT",
                        help="link fault of the simulated BMS: " + fault_help())
@@ -153,17 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                        help="web config (exporter-toolkit format) enabling TLS, client "
                        "certificates and basic auth")
-    serve.add_argument("--min-interval", type=float, default=DEFAULT_MIN_INTERVAL,
-                       help="reuse a reading younger than this many seconds (default: %g)"
-                       % DEFAULT_MIN_INTERVAL)
-    serve.add_argument("--scrape-timeout", type=_positive(float), default=DEFAULT_SCRAPE_TIMEOUT,
-                       help="a scrape never takes longer than this many seconds (default: %g)"
-                       % DEFAULT_SCRAPE_TIMEOUT)
-    serve.add_argument("--energy.max-gap", dest="energy_max_gap", type=_max_gap,
+    serve.add_argument("--min-interval", type=_in(ranges.MIN_INTERVAL),
+                       default=DEFAULT_MIN_INTERVAL,
+                       help="reuse a reading younger than this many seconds, 0-3600 "
+                       "(default: %g)" % DEFAULT_MIN_INTERVAL)
+    serve.add_argument("--scrape-timeout", type=_in(ranges.SCRAPE_TIMEOUT),
+                       default=DEFAULT_SCRAPE_TIMEOUT,
+                       help="a scrape never takes longer than this many seconds, above 0 and "
+                       "at most 600 (default: %g)" % DEFAULT_SCRAPE_TIMEOUT)
+    serve.add_argument("--energy.max-gap", dest="energy_max_gap",
+                       type=_in(ranges.ENERGY_MAX_GAP),
                        default=DEFAULT_MAX_GAP, metavar="SECONDS",
                        help="readings of a --device or simulated pack further apart are not "
-                       "integrated into the energy counters (default: %g; the config file "
-                       "sets energy_max_gap)" % DEFAULT_MAX_GAP)
+                       "integrated into the energy counters, 1-86400 (default: %g; the "
+                       "config file sets energy_max_gap)" % DEFAULT_MAX_GAP)
     link_flags(serve)
     logging_flags(serve)
 
@@ -176,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--raw", action="store_true", help="also print the reply frame in hex")
     read.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                       help="jk-serial (4E57, the default), jk-pb (RS-485 bus) or auto")
-    read.add_argument("--address", type=int, metavar="N",
+    read.add_argument("--address", type=_in(ranges.PB_ADDRESS), metavar="N",
                       help="JK-PB DIP address 1-15 (with --protocol jk-pb or auto)")
     link_flags(read)
     logging_flags(read)
@@ -202,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("url", nargs="?", metavar="URL", help="device path or URL (not with --ble)")
     scan.add_argument("--ble", action="store_true",
                       help="list nearby JK BMSs over Bluetooth LE instead (needs the ble extra)")
-    scan.add_argument("--timeout", type=_positive(float), default=10.0,
-                      help="with --ble: seconds to listen for advertisements (default: 10)")
+    scan.add_argument("--timeout", type=_in(ranges.BLE_SCAN_TIMEOUT), default=10.0,
+                      help="with --ble: seconds to listen for advertisements, above 0 and at "
+                      "most 600 (default: 10)")
     logging_flags(scan)
 
     simulate = commands.add_parser(
@@ -224,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--master", action="store_true",
                           help="with --protocol jk-pb: a pack at DIP 0 owns the bus and polls "
                           "the others (the exporter must then only listen)")
-    simulate.add_argument("--cells", type=_cells, default=16, help="number of cells (default: 16)")
+    simulate.add_argument("--cells", type=_in(ranges.CELLS), default=16,
+                          help="number of cells, 1-32 (default: 16)")
     simulate.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS),
                           metavar="NAME", help=scenario_help())
     simulate.add_argument("--fault", default="none", choices=list(FAULTS), metavar="FAULT",
@@ -232,11 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--link", metavar="PATH",
                           help="with --pty: also make PATH a symlink to the terminal, like "
                           "/dev/serial/by-id/…")
-    simulate.add_argument("--max-clients", type=int, metavar="N",
+    simulate.add_argument("--max-clients", type=_in(ranges.MAX_CLIENTS), metavar="N",
                           help="with --listen: serve at most N TCP clients at once, like many "
-                          "gateways (default: no limit)")
-    simulate.add_argument("--latency", type=float, default=0.09,
-                          help="seconds before the simulated BMS answers (default: 0.09)")
+                          "gateways, 1-1024 (default: no limit)")
+    simulate.add_argument("--latency", type=_in(ranges.LATENCY), default=0.09,
+                          help="seconds before the simulated BMS answers, 0-60 (default: 0.09)")
     simulate.add_argument("--no-pacing", dest="pacing", action="store_false",
                           help="send replies at once instead of at 115200 Bd")
     logging_flags(simulate)
@@ -246,12 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------- commands
 
 
-def _wait_for_signal() -> None:
+def _catch_stop_signals() -> Callable[[], None]:
+    """Install SIGINT/SIGTERM handlers now (before anything is announced, so a signal
+    right after start still cleans up); the returned function waits for one."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(3600):
-        pass
+
+    def wait() -> None:
+        while not stop.wait(3600):
+            pass
+
+    return wait
 
 
 def _simulator_link(bms: Any, **options: Any) -> Any:
@@ -288,9 +288,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     simulator: Optional[Any] = None
     if args.simulate:
         if args.simulate_protocol == "jk-pb":
-            if not 1 <= args.simulate_packs <= 15:
-                raise UsageError("--simulate.packs %d: a JK-PB bus has 1-15 packs"
-                                 % args.simulate_packs)
             addresses = list(range(1, args.simulate_packs + 1))
             bms: object = simulated_bus(addresses, args.simulate_cells, args.simulate_scenario)
             simulator = _simulator_link(bms, fault=args.simulate_fault, latency=PB_LATENCY)
@@ -327,13 +324,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("simulated %s %dS (scenario %s, fault %s) on %s", args.simulate_protocol,
                  args.simulate_cells, args.simulate_scenario, args.simulate_fault,
                  simulator.path)
+    wait = _catch_stop_signals()
     thread = threading.Thread(target=server.serve_forever, name="jkbms-http", daemon=True)
     thread.start()
     log.info("jkbms-exporter %s listening on %s, metrics at %s, packs: %s", __version__,
              args.listen_address, args.telemetry_path,
              ", ".join("%s=%s" % (pack.name, pack.port) for pack in packs))
     try:
-        _wait_for_signal()
+        wait()
     finally:
         log.info("shutting down")
         server.shutdown()
@@ -347,9 +345,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_read(args: argparse.Namespace) -> int:
     if args.protocol == "jk-pb" and args.address is None:
         raise UsageError("read: --protocol jk-pb needs --address (the pack's DIP address 1-15)")
-    if args.address is not None and not 1 <= args.address <= 15:
-        raise UsageError("read: --address %d: JK-PB DIP addresses 1-15 answer requests"
-                         % args.address)
     read_timeout = args.read_timeout
     if is_ble_url(args.url):  # connecting and the first frame take seconds
         read_timeout = max(read_timeout or 0.0, BLE_FIRST_READ_TIMEOUT)
@@ -437,6 +432,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     options = dict(latency=latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None,
                    fault=args.fault)
     if args.listen:
+        if args.link:
+            raise UsageError("--link makes a symlink to a pseudo-terminal: use it with --pty, "
+                             "not --listen")
         try:
             host, port = parse_listen_address(args.listen)
         except ValueError as error:
@@ -448,17 +446,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise JkbmsError("cannot listen on %s: %s" % (args.listen,
                                                            error.strerror or error)) from None
         where = server.url  # type: ignore[attr-defined]
+        wait = _catch_stop_signals()
     else:
-        server = PtySimulator(bms, link=args.link, **options).start()
+        wait = _catch_stop_signals()  # before the link exists: a signal still removes it
+        try:
+            server = PtySimulator(bms, link=args.link, **options).start()
+        except OSError as error:
+            if not args.link:
+                raise JkbmsError("cannot open a pseudo-terminal: %s"
+                                 % (error.strerror or error)) from None
+            raise UsageError("--link: %s" % _os_error(error)) from None
         where = server.path  # type: ignore[attr-defined]
     print(where, flush=True)
     log.info("simulated %s %dS (scenario %s) answering on %s", args.protocol, args.cells,
              args.scenario, where)
     try:
-        _wait_for_signal()
+        wait()
     finally:
         server.stop()  # type: ignore[attr-defined]
     return EXIT_OK
+
+
+def _os_error(error: OSError) -> str:
+    """An OSError in words: our own messages as they are, the system's without errno."""
+    if error.strerror is None:
+        return str(error)
+    path = error.filename2 or error.filename  # symlink(src, dst) names both: dst is ours
+    return "%s: %s" % (path, error.strerror.lower()) if path else error.strerror.lower()
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
