@@ -177,7 +177,7 @@ def test_bad_usage_is_one_line_and_exit_2(args: List[str]) -> None:
 
 def test_duplicate_pack_names_are_refused() -> None:
     result = run("serve", "--device", "a=/dev/x", "--device", "a=/dev/y")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "used twice" in one_line_error(result)
 
 

@@ -33,7 +33,8 @@ def test_a_complete_file() -> None:
                                labels=(("site", "cabin"),))
     assert garage.url == "socket://10.1.2.3:8899"
     assert garage.baudrate == 9600 and garage.invert_current is True
-    assert garage.labels == (("room", "garage"),)  # a pack's labels replace the defaults'
+    # a pack's labels merge with the defaults' (issue 12)
+    assert garage.labels == (("room", "garage"), ("site", "cabin"))
     assert house.origin == "jkbms.yml:5"
 
 
@@ -43,7 +44,7 @@ def test_a_complete_file() -> None:
     ("packs:\n  - name: a\n    url: /dev/x\n    colour: red\n", {},
      "jkbms.yml:4: packs[0].colour: unknown field"),
     ("packs:\n  - name: a\n    url: /dev/x\n    baud: fast\n", {},
-     "jkbms.yml:4: packs[0].baud: expected a whole number, got 'fast'"),
+     "jkbms.yml:4: packs[0].baud: 'fast' is not a number: expected a whole number from 300"),
     ("packs:\n  - name: a\n    url: socket://${HOST}:1\n", {},
      "jkbms.yml:3: packs[0].url: environment variable HOST is not set"),
     ("packs:\n  - name: a\n    url: /dev/x\n    protocol: modbus\n", {},
@@ -51,7 +52,7 @@ def test_a_complete_file() -> None:
     ("packs:\n  - name: a\n    url: /dev/x\n    protocol: jk-pb\n", {},
      "jkbms.yml:2: packs[0].address: required for protocol jk-pb"),
     ("packs:\n  - name: a\n    url: /dev/x\n    protocol: jk-pb\n    address: 0\n", {},
-     "jkbms.yml:5: packs[0].address: 0: JK-PB DIP addresses 1-15"),
+     "jkbms.yml:5: packs[0].address: 0 is out of range: a whole number from 1 to 15"),
     ("packs:\n  - name: a\n    url: /dev/x\n    address: 2\n", {},
      "jkbms.yml:4: packs[0].address: the jk-serial protocol has no addresses"),
     ("packs:\n  - name: a\n    url: /dev/x\n    labels: {job: x}\n", {},
@@ -60,7 +61,7 @@ def test_a_complete_file() -> None:
      "packs[0].labels: '1x' is not a valid Prometheus label name"),
     ("packs:\n  - name: a b\n    url: /dev/x\n", {}, "jkbms.yml:2: packs[0].name: 'a b'"),
     ("packs:\n  - name: a\n    url: /dev/x\n    read_timeout: 0\n", {},
-     "jkbms.yml:4: packs[0].read_timeout: must be greater than 0"),
+     "jkbms.yml:4: packs[0].read_timeout: 0 is out of range: a number greater than 0"),
     ("packs:\n  - name: a\n    url: /dev/x\n  - name: a\n    url: /dev/y\n", {},
      "pack name 'a' is used twice (jkbms.yml:2 and jkbms.yml:4)"),
     ("packs:\n  - name: a\n    url: /dev/x\n  - name: b\n    url: /dev/x\n", {},
@@ -68,8 +69,8 @@ def test_a_complete_file() -> None:
     ("packs:\n  - name: a\n    url: /dev/x\n    protocol: jk-pb\n    address: 1\n"
      "  - name: b\n    url: /dev/x\n    protocol: jk-pb\n    address: 1\n", {},
      "packs a, b on /dev/x have the same address"),
-    ("packs:\n  - name: a\n    name: b\n    url: /dev/x\n", {}, "jkbms.yml:3: 'name' is given twice"),
-    ("packs:\n  - name: a\n   url: [\n", {}, "jkbms.yml:3: YAML:"),
+    ("packs:\n  - name: a\n    name: b\n    url: /dev/x\n", {}, "jkbms.yml:3: packs[0]: duplicate key 'name'"),
+    ("packs:\n  - name: a\n   url: [\n", {}, "jkbms.yml:3: not valid YAML:"),
     ("- just a list\n", {}, "jkbms.yml:1: document: expected a mapping"),
     ("pack:\n  - name: a\n", {}, "jkbms.yml:1: pack: unknown field (known: packs, defaults)"),
     ("packs:\n  - name: a\n    url: ble://C8:47:80:00:00:01\n    address: 1\n    protocol: jk-pb\n",
@@ -86,7 +87,8 @@ def test_errors_name_file_line_and_field(text: str, environ: dict, message: str)
 def test_the_example_file_in_the_repository_is_valid() -> None:
     packs = load_config_file(str(REPO / "jkbms.example.yml"))
     assert [p.name for p in packs] == ["house", "garage"]
-    assert packs[1].invert_current and dict(packs[1].labels) == {"room": "garage"}
+    # garage adds room to the defaults' site (labels merge, the pack's value winning)
+    assert packs[1].invert_current and dict(packs[1].labels) == {"room": "garage", "site": "home"}
     assert dict(packs[0].labels) == {"site": "home"}
 
 
@@ -110,8 +112,9 @@ def test_serve_with_a_bad_file_exits_with_one_line(tmp_path: Path) -> None:
     config.write_text("packs:\n  - name: a\n    url: /dev/x\n    baud: -5\n")
     result = subprocess.run([sys.executable, "-m", "jkbms_exporter", "serve", "--config.file",
                              str(config)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert result.stderr.strip() == "jkbms-exporter: %s:4: packs[0].baud: must be greater than 0" % config
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("jkbms-exporter: %s:4: packs[0].baud: -5 is out of range: "
+                                     "a whole number from 300 to 4000000 Bd" % config)
 
 
 # ----------------------------------------------------------------------------- issue 12: what no test noticed
@@ -160,7 +163,7 @@ def test_bus_addresses_are_1_to_15(protocol: str) -> None:
     for address in (0, 16, -1):
         message = refused("packs:\n  - name: p\n    url: /dev/ttyUSB0\n    protocol: %s\n"
                           "    address: %d\n" % (protocol, address))
-        assert "jkbms.yml:5: packs[0].address" in message and "1-15" in message
+        assert "jkbms.yml:5: packs[0].address" in message and "from 1 to 15" in message
 
 
 BUS = """\

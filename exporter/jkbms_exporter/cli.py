@@ -507,10 +507,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_USAGE
         setup_logging(args.log_level, args.log_format)
         return COMMANDS[args.command](args)
-    except UsageError as error:
+    except (UsageError, ConfigError) as error:  # a bad flag or configuration value
         print("jkbms-exporter: %s" % error, file=sys.stderr)
         return EXIT_USAGE
-    except (JkbmsError, ConfigError) as error:
+    except JkbmsError as error:
         print("jkbms-exporter: %s" % error, file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -16,9 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
-
-from .energy import DEFAULT_MAX_GAP, MAX_GAP_RANGE
+from . import ranges, yamlfile
+from .energy import DEFAULT_MAX_GAP
 from .errors import ConfigError
 from .links import ble as ble_link
 from .links.ble import is_ble_url
@@ -35,7 +34,7 @@ RESERVED_LABELS = frozenset((
     "pack", "cell", "sensor", "reason", "mosfet", "switch", "alarm", "setting", "port",
     "protocol", "protocol_version", "model", "hardware_version", "software_version",
     "device_id", "manufacture_date", "battery_type", "serial_number", "version",
-    "python_version", "job", "instance", "le", "quantile",
+    "python_version", "chemistry", "job", "instance", "le", "quantile",
 ))
 PROTOCOLS = ("jk-serial", "jk-pb", "auto")
 DEFAULT_PROTOCOL = "jk-serial"
@@ -84,46 +83,37 @@ def parse_device_flag(text: str, position: int) -> PackConfig:
 # ----------------------------------------------------------------------------- the YAML file
 
 
-class _Mapping(dict):  # type: ignore[type-arg]
-    """A YAML mapping that remembers the line of itself and of each value."""
+@dataclass(frozen=True)
+class Field:
+    """One field of a pack in the file: its kind and what values it allows."""
 
-    line = 0
-    #: line of each key, and of each value (they differ for nested mappings and lists)
-    key_lines: Dict[Any, int]
-    lines: Dict[Any, int]
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
-    loader.flatten_mapping(node)
-    mapping = _Mapping()
-    mapping.line = node.start_mark.line + 1
-    mapping.lines = {}
-    mapping.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise ConfigError("line %d: %r is given twice" % (key_node.start_mark.line + 1, key))
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[key] = value_node.start_mark.line + 1
-        mapping.key_lines[key] = key_node.start_mark.line + 1
-    return mapping
+    #: ``str``, ``bool``, ``int``, ``float`` or ``labels``
+    kind: str
+    #: numbers: the allowed range (ranges.py; the README's table lists the same)
+    allowed: Optional[ranges.Range] = None
+    #: strings: the allowed values (empty: any)
+    choices: Tuple[str, ...] = ()
+    #: may also be given under ``defaults:`` for every pack
+    in_defaults: bool = True
+    #: the PackConfig attribute it fills (default: the field's own name)
+    attribute: str = ""
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class _Where:
-    """Builds ``file:line: field: problem`` messages."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def error(self, line: int, where: str, problem: str) -> ConfigError:
-        return ConfigError("%s:%d: %s: %s" % (self.path, line, where, problem))
+#: Every field a pack may have. A new field is one row here plus its PackConfig attribute.
+PACK_FIELDS: Dict[str, Field] = {
+    "name": Field("str", in_defaults=False),
+    "url": Field("str", in_defaults=False),
+    "protocol": Field("str", choices=PROTOCOLS),
+    "address": Field("int", ranges.PB_ADDRESS, in_defaults=False),
+    "baud": Field("int", ranges.BAUD, attribute="baudrate"),
+    "read_timeout": Field("float", ranges.READ_TIMEOUT),
+    "invert_current": Field("bool"),
+    "labels": Field("labels"),
+    "verify_checksum": Field("bool"),
+    "energy_max_gap": Field("float", ranges.ENERGY_MAX_GAP),
+    "chemistry": Field("str", choices=CHEMISTRIES),
+}
+_REQUIRED = ("name", "url")
 
 
 def _expand(value: Any, environ: Mapping[str, str], fail: Any) -> Any:
@@ -142,108 +132,73 @@ def _expand(value: Any, environ: Mapping[str, str], fail: Any) -> Any:
     return _ENV_REFERENCE.sub(replace, value)
 
 
-_PACK_KEYS = ("name", "url", "protocol", "address", "baud", "read_timeout", "invert_current",
-              "labels", "verify_checksum", "energy_max_gap", "chemistry")
-_DEFAULT_KEYS = ("protocol", "baud", "read_timeout", "invert_current", "labels",
-                 "verify_checksum", "energy_max_gap", "chemistry")
-
-
-def _field(raw: Any, kind: str, fail: Any) -> Any:
-    """Coerce one (already expanded) value; environment values arrive as strings."""
-    if kind == "str":
-        if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
-            return str(raw)
-        raise fail("expected a string, got %r" % (raw,))
-    if kind == "bool":
+def _coerce(spec: Field, raw: Any, fail: Any, environ: Mapping[str, str]) -> Any:
+    """One value of a field (environment values arrive as strings) → what PackConfig takes."""
+    if spec.kind == "labels":
+        return _labels({} if raw is None else raw, fail, environ)
+    raw = _expand(raw, environ, fail)
+    if raw is None or raw == "":
+        expected = (spec.allowed.describe() if spec.allowed is not None else
+                    "true or false" if spec.kind == "bool" else
+                    "one of " + ", ".join(spec.choices) if spec.choices else "a string")
+        raise fail("is empty: expected %s (or leave the field out)" % expected)
+    if spec.kind == "str":
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            raise fail("expected a string, got %s" % _kind(raw))
+        text = str(raw)
+        if spec.choices and text not in spec.choices:
+            raise fail("%r: choose from %s" % (text, ", ".join(spec.choices)))
+        return text
+    if spec.kind == "bool":
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
             return raw.lower() in ("true", "yes", "1")
-        raise fail("expected true or false, got %r" % (raw,))
-    if kind in ("int", "float"):
-        if isinstance(raw, bool):
-            raise fail("expected a number, got %r" % (raw,))
-        try:
-            number = int(raw) if kind == "int" else float(raw)
-        except (TypeError, ValueError):
-            raise fail("expected a%s number, got %r"
-                       % (" whole" if kind == "int" else "", raw)) from None
-        if kind == "int" and isinstance(raw, float) and raw != int(raw):
-            raise fail("expected a whole number, got %r" % (raw,))
-        return number
-    raise AssertionError(kind)
+        raise fail("expected true or false, got %s" % _kind(raw))
+    assert spec.allowed is not None, spec
+    try:
+        return spec.allowed.check(raw)
+    except ValueError as error:
+        raise fail(str(error)) from None
 
 
-def _pack_from(mapping: _Mapping, defaults: Mapping[str, Any], index: int, where: _Where,
-               environ: Mapping[str, str]) -> PackConfig:
+def _kind(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "a %s" % ("mapping" if isinstance(value, dict) else "list")
+    return repr(value)
+
+
+def _pack_from(mapping: yamlfile.Mapping, defaults: Mapping[str, Any], index: int,
+               source: yamlfile.YamlFile, environ: Mapping[str, str]) -> PackConfig:
     label = "packs[%d]" % index
 
     def fail_at(key: str) -> Any:
         line = mapping.lines.get(key, mapping.line)
-        return lambda problem: where.error(line, "%s.%s" % (label, key), problem)
+        return lambda problem: source.error(line, "%s.%s" % (label, key), problem)
 
     for key in mapping:
-        if key not in _PACK_KEYS:
-            raise where.error(mapping.key_lines[key], "%s.%s" % (label, key),
-                              "unknown field (known: %s)" % ", ".join(_PACK_KEYS))
-    values: Dict[str, Any] = {}
-    for key in _PACK_KEYS:
-        if key in mapping:
-            values[key] = _expand(mapping[key], environ, fail_at(key))
-        elif key in defaults:
-            values[key] = defaults[key]
-    for key in ("name", "url"):
-        if key not in values or values[key] in (None, ""):
-            raise where.error(mapping.line, "%s.%s" % (label, key), "required")
-    name = _field(values["name"], "str", fail_at("name"))
-    if not _PACK_NAME.fullmatch(name):
-        raise fail_at("name")("%r: use letters, digits, '_', '-' or '.'" % name)
-    url = _field(values["url"], "str", fail_at("url"))
-    protocol = _field(values.get("protocol", DEFAULT_PROTOCOL), "str", fail_at("protocol"))
-    if protocol not in PROTOCOLS:
-        raise fail_at("protocol")("%r: choose from %s" % (protocol, ", ".join(PROTOCOLS)))
-    address = values.get("address")
-    if address is not None:
-        address = _field(address, "int", fail_at("address"))
-        if protocol == "jk-serial":
-            raise fail_at("address")("the jk-serial protocol has no addresses (one BMS per port)")
-        if not 1 <= address <= 15:
-            raise fail_at("address")(
-                "%d: JK-PB DIP addresses 1-15 answer requests (0 is the bus master)" % address)
-    elif protocol == "jk-pb":
-        raise where.error(mapping.line, "%s.address" % label, "required for protocol jk-pb")
-    baud = _field(values.get("baud", DEFAULT_BAUDRATE), "int", fail_at("baud"))
-    if baud <= 0:
-        raise fail_at("baud")("must be greater than 0")
-    read_timeout = values.get("read_timeout")
-    if read_timeout is not None:
-        read_timeout = _field(read_timeout, "float", fail_at("read_timeout"))
-        if read_timeout <= 0:
-            raise fail_at("read_timeout")("must be greater than 0")
-    labels = _labels(values.get("labels") or {}, fail_at("labels"), environ)
-    max_gap = _field(values.get("energy_max_gap", DEFAULT_MAX_GAP), "float",
-                     fail_at("energy_max_gap"))
-    if not MAX_GAP_RANGE[0] <= max_gap <= MAX_GAP_RANGE[1]:  # also refuses nan and inf
-        raise fail_at("energy_max_gap")("%r: seconds from %g to %g" % ((max_gap,) + MAX_GAP_RANGE))
-    chemistry = _field(values.get("chemistry", DEFAULT_CHEMISTRY), "str", fail_at("chemistry"))
-    if chemistry not in CHEMISTRIES:
-        raise fail_at("chemistry")("%r: choose from %s" % (chemistry, ", ".join(CHEMISTRIES)))
-    return PackConfig(
-        name=name,
-        url=url,
-        baudrate=baud,
-        read_timeout=read_timeout,
-        verify_checksum=_field(values.get("verify_checksum", True), "bool",
-                               fail_at("verify_checksum")),
-        protocol=protocol,
-        address=address,
-        invert_current=_field(values.get("invert_current", False), "bool",
-                              fail_at("invert_current")),
-        labels=labels,
-        energy_max_gap=max_gap,
-        chemistry=chemistry,
-        origin="%s:%d" % (where.path, mapping.line),
-    )
+        if key not in PACK_FIELDS:
+            raise source.error(mapping.key_lines[key], "%s.%s" % (label, key),
+                               "unknown field (known: %s)" % ", ".join(PACK_FIELDS))
+    for key in _REQUIRED:
+        if key not in mapping or mapping[key] in (None, ""):
+            raise source.error(mapping.lines.get(key, mapping.line), "%s.%s" % (label, key),
+                               "required")
+    values = dict(defaults)
+    for key, raw in mapping.items():
+        values[key] = _coerce(PACK_FIELDS[key], raw, fail_at(key), environ)
+    # labels merge: the pack's own value wins per label name
+    values["labels"] = tuple(sorted({**dict(defaults.get("labels", ())),
+                                     **dict(values.get("labels", ()))}.items()))
+    if not _PACK_NAME.fullmatch(values["name"]):
+        raise fail_at("name")("%r: use letters, digits, '_', '-' or '.'" % values["name"])
+    protocol = values.get("protocol", DEFAULT_PROTOCOL)
+    if "address" in values and protocol == "jk-serial":
+        raise fail_at("address")("the jk-serial protocol has no addresses (one BMS per port)")
+    if "address" not in values and protocol == "jk-pb":
+        raise source.error(mapping.line, "%s.address" % label, "required for protocol jk-pb")
+    return PackConfig(origin="%s:%d" % (source.path, mapping.line), **{
+        PACK_FIELDS[key].attribute or key: value for key, value in values.items()})
 
 
 def _labels(raw: Any, fail: Any, environ: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
@@ -255,7 +210,10 @@ def _labels(raw: Any, fail: Any, environ: Mapping[str, str]) -> Tuple[Tuple[str,
             raise fail("%r is not a valid Prometheus label name" % (name,))
         if name in RESERVED_LABELS:
             raise fail("label %r is used by the exporter or Prometheus itself" % name)
-        labels.append((name, _field(_expand(value, environ, fail), "str", fail)))
+        value = _expand(value, environ, fail)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise fail("label %s: expected a string, got %s" % (name, _kind(value)))
+        labels.append((name, str(value)))
     return tuple(sorted(labels))
 
 
@@ -263,55 +221,46 @@ def parse_config(text: str, path: str = "<config>",
                  environ: Optional[Mapping[str, str]] = None) -> List[PackConfig]:
     """The packs a configuration file defines (validated; see the module doc)."""
     environ = os.environ if environ is None else environ
-    where = _Where(path)
-    try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except ConfigError as error:
-        raise ConfigError("%s:%s" % (path, str(error)[len("line "):])) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problem = getattr(error, "problem", None) or str(error)
-        raise where.error(line, "YAML", problem) from None
-    if not isinstance(document, _Mapping):
-        raise where.error(1, "document", "expected a mapping with a 'packs' list")
+    source = yamlfile.YamlFile(path)
+    document = source.load(text)
+    if not isinstance(document, yamlfile.Mapping):
+        raise source.error(1, "document", "expected a mapping with a 'packs' list")
     for key in document:
         if key not in ("packs", "defaults"):
-            raise where.error(document.key_lines[key], key, "unknown field (known: packs, defaults)")
-    defaults = document.get("defaults") or _Mapping()
-    if not isinstance(defaults, _Mapping):
-        raise where.error(document.lines.get("defaults", 1), "defaults", "expected a mapping")
-    for key in defaults:
-        if key not in _DEFAULT_KEYS:
-            raise where.error(defaults.key_lines[key], "defaults.%s" % key,
-                              "unknown field (known: %s)" % ", ".join(_DEFAULT_KEYS))
-    expanded_defaults = {
-        key: _expand(value, environ,
-                     lambda problem, key=key: where.error(defaults.lines[key],
-                                                          "defaults.%s" % key, problem))
-        for key, value in defaults.items()
-    }
+            raise source.error(document.key_lines[key], str(key),
+                               "unknown field (known: packs, defaults)")
+    defaults = document.get("defaults")
+    if defaults is None:
+        defaults = yamlfile.Mapping()
+        defaults.lines = {}
+    if not isinstance(defaults, yamlfile.Mapping):
+        raise source.error(document.lines.get("defaults", 1), "defaults", "expected a mapping")
+    known = [key for key, spec in PACK_FIELDS.items() if spec.in_defaults]
+    coerced_defaults = {}
+    for key, raw in defaults.items():
+        if key not in known:
+            raise source.error(defaults.key_lines[key], "defaults.%s" % key,
+                               "unknown field (known: %s)" % ", ".join(known))
+        fail = (lambda problem, key=key: source.error(defaults.lines[key], "defaults.%s" % key,
+                                                      problem))
+        coerced_defaults[key] = _coerce(PACK_FIELDS[key], raw, fail, environ)
     packs = document.get("packs")
     if not isinstance(packs, list) or not packs:
-        raise where.error(document.lines.get("packs", document.line), "packs",
-                          "expected a non-empty list of packs")
+        raise source.error(document.lines.get("packs", document.line), "packs",
+                           "expected a non-empty list of packs")
     configs = []
     for index, item in enumerate(packs):
-        if not isinstance(item, _Mapping):
-            raise where.error(document.lines["packs"], "packs[%d]" % index,
-                              "expected a mapping with name and url")
-        configs.append(_pack_from(item, expanded_defaults, index, where, environ))
+        if not isinstance(item, yamlfile.Mapping):
+            raise source.error(packs.lines[index], "packs[%d]" % index,
+                               "expected a mapping with name and url")
+        configs.append(_pack_from(item, coerced_defaults, index, source, environ))
     check_configs(configs)
     return configs
 
 
 def load_config_file(path: str) -> List[PackConfig]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise ConfigError("cannot read config file %s: %s" % (path, error.strerror)) from None
-    return parse_config(text, path)
+    source = yamlfile.YamlFile(path)
+    return parse_config(source.read(), path)
 
 
 # ----------------------------------------------------------------------------- building

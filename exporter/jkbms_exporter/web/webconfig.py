@@ -25,33 +25,30 @@ start: restart the exporter to pick up a new certificate.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import collections
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
-import re
 import ssl
 import tempfile
-import threading
-import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-import yaml
-
+from .. import yamlfile
 from ..errors import ConfigError
-from ..install import install_command
+from .basic_auth import (
+    BCRYPT_COST,
+    BCRYPT_HASH,
+    BasicAuthenticator,
+    BasicAuthMiddleware,
+    HeadersMiddleware,
+    MissingBcrypt,
+)
+
+__all__ = ["WebConfig", "load_web_config", "parse_web_config", "BasicAuthenticator"]
 
 log = logging.getLogger(__name__)
-
-#: The realm sent in ``WWW-Authenticate``.
-REALM = "jkbms-exporter"
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -117,67 +114,36 @@ UNSUPPORTED = {
                                            "use OpenSSL's defaults",
 }
 
-#: $2a$/$2b$/$2y$, two-digit cost, 22 characters of salt and 31 of hash.
-_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
-#: bcrypt only looks at the first 72 bytes of a password (Go's and htpasswd's too).
-BCRYPT_MAX_PASSWORD = 72
-
-
 # ------------------------------------------------------------------------------ loading
 
 
+#: How error messages name the file.
+WEB_CONFIG_FILE = "web config file "
+
+
 class _Problem(Exception):
-    """A problem at a field; turned into a ConfigError naming the file."""
+    """A problem at a field (dotted path); made ``file:line: field: problem`` by the caller."""
 
     def __init__(self, where: str, message: str) -> None:
         super().__init__("%s: %s" % (where, message) if where else message)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML safe loader that refuses duplicate keys (two entries for one user, say)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode,
-                       deep: bool = False) -> Dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            duplicate = key in seen
-        except TypeError:  # an unhashable key: let the default constructor report it
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, "duplicate key %r" % (key,), key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+        self.where = where
+        self.message = message
 
 
 def load_web_config(path: str) -> "WebConfig":
     """Read, check and build everything ``path`` asks for; ConfigError if anything is off."""
-    prefix = "web config file %s" % path
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise ConfigError("%s: cannot read it: %s" % (prefix, error.strerror or error)) from None
-    try:
-        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark else ""
-        raise ConfigError("%s: not valid YAML%s: %s" % (prefix, where, error.problem)) from None
-    except yaml.YAMLError as error:
-        raise ConfigError("%s: not valid YAML: %s" % (
-            prefix, " ".join(str(error).split()))) from None
+    return web_config_from_text(yamlfile.YamlFile(path, WEB_CONFIG_FILE).read(), path)
+
+
+def web_config_from_text(text: str, path: str) -> "WebConfig":
+    """:func:`load_web_config` of the file ``path`` whose content is ``text``."""
+    source = yamlfile.YamlFile(path, WEB_CONFIG_FILE)
+    document = source.load(text)
     try:
         return parse_web_config(document, os.path.dirname(os.path.abspath(path)), path)
     except _Problem as problem:
-        raise ConfigError("%s: %s" % (prefix, problem)) from None
+        raise source.error(yamlfile.line_of(document, problem.where), problem.where,
+                           problem.message) from None
 
 
 def _mapping(value: Any, where: str, known: Iterable[str]) -> Dict[str, Any]:
@@ -196,9 +162,11 @@ def _mapping(value: Any, where: str, known: Iterable[str]) -> Dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "empty"}.get(type(value),
-                                                                          type(value).__name__)
+    for kind, name in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"),
+                       (str, "a string"), ((int, float), "a number")):
+        if isinstance(value, kind):  # type: ignore[arg-type]
+            return name
+    return "empty" if value is None else type(value).__name__
 
 
 def _string(section: Dict[str, Any], key: str, where: str) -> Optional[str]:
@@ -298,7 +266,10 @@ def parse_web_config(document: Any, base_dir: str, path: str = "") -> WebConfig:
                                         HTTP_KEYS))
     users = _users(top["basic_auth_users"]) if top.get("basic_auth_users") is not None else {}
     if users:  # as in the toolkit, an empty list of users means no basic auth
-        config.authenticator = BasicAuthenticator(users)
+        try:
+            config.authenticator = BasicAuthenticator(users)
+        except MissingBcrypt as error:
+            raise _Problem("basic_auth_users", str(error)) from None
     if config.ssl_context is None and config.authenticator is None:
         log.warning("web config file %s sets up neither TLS nor basic auth", path)
     return config
@@ -314,13 +285,19 @@ def _users(value: Any) -> Dict[str, bytes]:
             raise _Problem(where, "user name %r must be a non-empty string" % (name,))
         if ":" in name:
             raise _Problem("%s.%s" % (where, name), "a user name cannot contain ':' in basic auth")
-        if not isinstance(hashed, str) or not _BCRYPT_HASH.match(hashed.strip()):
+        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed.strip()):
             # Never echo the value: it might be a plain password put there by mistake.
             raise _Problem("%s.%s" % (where, name), "not a bcrypt hash ($2y$10$ followed by 53 "
                            "characters; make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n')")
-        cost = int(_BCRYPT_HASH.match(hashed.strip()).group(1))  # type: ignore[union-attr]
-        if not 4 <= cost <= 31:
-            raise _Problem("%s.%s" % (where, name), "bcrypt cost %d is outside 4..31" % cost)
+        cost = int(BCRYPT_HASH.match(hashed.strip()).group(1))  # type: ignore[union-attr]
+        try:
+            BCRYPT_COST.check(cost)
+        except ValueError:
+            raise _Problem("%s.%s" % (where, name), "bcrypt cost %d is outside %d..%d: every "
+                           "start and every login would take too long (cost %d takes about "
+                           "2 s on a Raspberry Pi 4, each step doubles it); make a hash "
+                           "with htpasswd -nBC 10" % (cost, BCRYPT_COST.low, BCRYPT_COST.high,
+                                                      BCRYPT_COST.high)) from None
         users[name] = hashed.strip().encode("ascii")
     return users
 
@@ -384,7 +361,7 @@ def _tls(section: Dict[str, Any], base_dir: str) -> Tuple[ssl.SSLContext, Tuple[
     versions = {}
     for key_name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         text = section.get(key_name) or default
-        if text not in TLS_VERSIONS:
+        if not isinstance(text, str) or text not in TLS_VERSIONS:
             raise _Problem(spot(key_name), "%r is not one of %s" % (text, ", ".join(TLS_VERSIONS)))
         versions[key_name] = TLS_VERSIONS[text]
     if versions["min_version"] > versions["max_version"]:
@@ -392,7 +369,7 @@ def _tls(section: Dict[str, Any], base_dir: str) -> Tuple[ssl.SSLContext, Tuple[
             section.get("min_version"), section.get("max_version") or "TLS13"))
 
     auth_type = section.get("client_auth_type") or "NoClientCert"
-    if auth_type not in CLIENT_AUTH_TYPES:
+    if not isinstance(auth_type, str) or auth_type not in CLIENT_AUTH_TYPES:
         raise _Problem(spot("client_auth_type"), "%r is not one of %s" % (
             auth_type, ", ".join(CLIENT_AUTH_TYPES)))
     verify_mode = CLIENT_AUTH_TYPES[auth_type]
@@ -504,138 +481,3 @@ def _pem_path(text: Optional[str], name: str) -> Iterator[Optional[str]]:
     finally:
         os.unlink(path)
         os.rmdir(directory)
-
-
-# --------------------------------------------------------------------------- basic auth
-
-
-def _load_bcrypt() -> Any:
-    try:
-        import bcrypt  # noqa: PLC0415 - optional dependency
-    except ImportError:
-        raise _Problem("basic_auth_users", "needs the bcrypt package: %s"
-                       % install_command("web")) from None
-    return bcrypt
-
-
-def parse_basic_authorization(header: Optional[str]) -> Optional[Tuple[bytes, bytes]]:
-    """``Basic base64(user:password)`` → (user, password) as bytes, or None."""
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(b":")
-    if not sep:
-        return None
-    return user, password
-
-
-class BasicAuthenticator:
-    """Checks basic-auth credentials against bcrypt hashes.
-
-    - An unknown user costs a bcrypt verification too (against a dummy hash of the users'
-      cost), so the answer time does not tell which user names exist.
-    - A successful verification is remembered for ``cache_seconds`` under an HMAC of user
-      and password keyed with a per-process random secret, so Prometheus scraping every
-      15 s does not pay a bcrypt (half a second at cost 10 on a Raspberry Pi) each time.
-      Only credentials that verified are ever remembered, so the cache cannot answer
-      faster for an existing user with a wrong password than for an unknown user.
-    - At most ``max_parallel`` bcrypt verifications run at once, so a flood of wrong
-      passwords cannot take every core.
-    """
-
-    def __init__(self, users: Dict[str, bytes], cache_seconds: float = 300.0,
-                 cache_size: int = 64, max_parallel: int = 2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._bcrypt = _load_bcrypt()
-        self.users = dict(users)
-        self.cache_seconds = cache_seconds
-        self.cache_size = cache_size
-        self._clock = clock
-        self._secret = os.urandom(32)
-        self._cache: "collections.OrderedDict[bytes, Tuple[float, str]]" = \
-            collections.OrderedDict()
-        self._lock = threading.Lock()
-        self._parallel = threading.BoundedSemaphore(max_parallel)
-        costs = collections.Counter(int(h[4:6]) for h in self.users.values())
-        cost = costs.most_common(1)[0][0] if costs else 10
-        self._dummy_hash = self._bcrypt.hashpw(os.urandom(16).hex().encode("ascii"),
-                                               self._bcrypt.gensalt(rounds=cost))
-
-    def authenticate(self, authorization: Optional[str]) -> Optional[str]:
-        """The user name if the ``Authorization`` header holds valid credentials, else None."""
-        credentials = parse_basic_authorization(authorization)
-        if credentials is None:
-            return None
-        user_bytes, password = credentials
-        key = hmac.new(self._secret, user_bytes + b":" + password, hashlib.sha256).digest()
-        now = self._clock()
-        with self._lock:
-            entry = self._cache.get(key)
-            if entry is not None:
-                if entry[0] > now:
-                    return entry[1]
-                del self._cache[key]
-        try:
-            user: Optional[str] = user_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            user = None
-        stored = self.users.get(user) if user is not None else None
-        with self._parallel:
-            matches = self._bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD],
-                                           stored if stored is not None else self._dummy_hash)
-        if not matches or stored is None or user is None:
-            return None
-        with self._lock:
-            self._cache[key] = (now + self.cache_seconds, user)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return user
-
-
-StartResponse = Callable[..., object]
-
-
-class BasicAuthMiddleware:
-    """401 with ``WWW-Authenticate`` unless the request carries valid credentials."""
-
-    def __init__(self, app: Callable, authenticator: BasicAuthenticator) -> None:
-        self.app = app
-        self.authenticator = authenticator
-
-    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        user = self.authenticator.authenticate(environ.get("HTTP_AUTHORIZATION"))
-        if user is None:
-            log.debug("unauthorized request from %s for %s", environ.get("REMOTE_ADDR"),
-                      environ.get("PATH_INFO"))
-            body = b"Unauthorized\n"
-            start_response("401 Unauthorized", [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("WWW-Authenticate", 'Basic realm="%s"' % REALM),
-            ])
-            return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
-        environ["REMOTE_USER"] = user
-        return self.app(environ, start_response)
-
-
-class HeadersMiddleware:
-    """Adds the ``http_server_config.headers`` to every response."""
-
-    def __init__(self, app: Callable, headers: List[Tuple[str, str]]) -> None:
-        self.app = app
-        self.headers = headers
-        self._names = {name.lower() for name, _ in headers}
-
-    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        def start(status: str, headers: List[Tuple[str, str]], *args: Any) -> object:
-            kept = [(n, v) for n, v in headers if n.lower() not in self._names]
-            return start_response(status, kept + self.headers, *args)
-
-        return self.app(environ, start)
