@@ -43,7 +43,7 @@ from .sim.bms import SimulatedBms
 from .sim.pb_bus import PbBusBms, jk_pb_device
 from .sim.scenarios import SCENARIOS, scenario_help
 from .sim.serve import FAULTS, PtySimulator, TcpSimulator, fault_help
-from .links.serial import DEFAULT_BAUDRATE
+from .links.serial import DEFAULT_BAUDRATE, check_url
 from .web.webconfig import load_web_config
 
 log = logging.getLogger("jkbms_exporter")
@@ -489,6 +489,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not args.url:
         raise UsageError("scan: give the device path or URL to scan, or --ble")
     from .scan import config_snippet, scan_port
+
+    try:
+        check_url(args.url)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
     found = scan_port(args.url, progress)
     sys.stdout.write(config_snippet(args.url, found))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import ranges, yamlfile
 from .energy import DEFAULT_MAX_GAP
@@ -24,7 +24,7 @@ from .links.ble import is_ble_url
 from .pack import (CHEMISTRIES, DEFAULT_CHEMISTRY, DEFAULT_READ_TIMEOUT, AutoProtocol,
                    JkSerialProtocol, Pack, ReadProtocol)
 from .links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
-from .links.serial import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport
+from .links.serial import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport, check_url
 
 #: Pack names become the ``pack`` label: keep them to what reads well in PromQL and URLs.
 _PACK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -97,12 +97,14 @@ class Field:
     in_defaults: bool = True
     #: the PackConfig attribute it fills (default: the field's own name)
     attribute: str = ""
+    #: further check of the value: raises ValueError saying what is wrong
+    check: Optional[Callable[[Any], None]] = None
 
 
 #: Every field a pack may have. A new field is one row here plus its PackConfig attribute.
 PACK_FIELDS: Dict[str, Field] = {
     "name": Field("str", in_defaults=False),
-    "url": Field("str", in_defaults=False),
+    "url": Field("str", in_defaults=False, check=check_url),
     "protocol": Field("str", choices=PROTOCOLS),
     "address": Field("int", ranges.PB_ADDRESS, in_defaults=False),
     "baud": Field("int", ranges.BAUD, attribute="baudrate"),
@@ -148,6 +150,11 @@ def _coerce(spec: Field, raw: Any, fail: Any, environ: Mapping[str, str]) -> Any
         text = str(raw)
         if spec.choices and text not in spec.choices:
             raise fail("%r: choose from %s" % (text, ", ".join(spec.choices)))
+        if spec.check is not None:
+            try:
+                spec.check(text)
+            except ValueError as error:
+                raise fail(str(error)) from None
         return text
     if spec.kind == "bool":
         if isinstance(raw, bool):
@@ -276,6 +283,10 @@ def check_configs(configs: Sequence[PackConfig]) -> None:
     seen: Dict[str, PackConfig] = {}
     by_url: Dict[str, List[PackConfig]] = {}
     for config in configs:
+        try:
+            check_url(config.url)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if config.name in seen:
             raise ConfigError(
                 "pack name %r is used twice (%s and %s)"

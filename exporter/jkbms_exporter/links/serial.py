@@ -13,9 +13,12 @@ URLs are anything :func:`serial.serial_for_url` accepts: ``/dev/ttyUSB0``,
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
 from typing import Callable, List, Optional, Tuple
+from urllib.parse import parse_qs, urlsplit
 
 import serial
 
@@ -48,11 +51,89 @@ BACKOFF_MAX = 5.0
 DEFAULT_FRAME_IDLE_TIMEOUT = 0.3
 
 
+#: pyserial's wrapping of the system's message ("could not open port X: [Errno 2] …").
+_PYSERIAL_PREFIX = re.compile(r"^(?:\[Errno -?\d+\] )?could not open port \S*: "
+                              r"|^\[Errno -?\d+\] ", re.IGNORECASE)
+
+
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
+    while True:  # the reason, without pyserial's "could not open port …:" and errno wrappers
+        shorter = _PYSERIAL_PREFIX.sub("", text, count=1)
+        if shorter == text or not shorter:
+            break
+        text = shorter
+    if "Inappropriate ioctl" in text:  # ENOTTY: a file or other device, not a tty
+        text = "not a serial port (inappropriate ioctl for device)"
     if "Permission denied" in text or getattr(error, "errno", None) == 13:
         text += " (is the user in the 'dialout' group?)"
     return text
+
+
+#: URL schemes pyserial (and the BLE link) know; a device path has none.
+KNOWN_SCHEMES = ("socket", "rfc2217", "spy", "loop", "hwgrep", "alt", "cp2110", "ble",
+                 "ble+sim")
+#: Query options of the network schemes (pyserial's), with the values they take.
+_NETWORK_OPTIONS = {
+    "socket": {"logging": ("debug", "info", "warning", "error")},
+    "rfc2217": {"logging": ("debug", "info", "warning", "error"), "ign_set_control": None,
+                "poll_modem": None, "timeout": "seconds"},
+}
+
+
+def check_url(url: str) -> None:
+    """ValueError saying what is wrong with a port URL, before pyserial's own messages
+    (``'<=' not supported between 'int' and 'NoneType'`` for a missing port, the log levels
+    for a port out of range) could leak through. Device paths are not checked here."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return
+    scheme = scheme.lower()
+    if scheme not in KNOWN_SCHEMES:
+        raise ValueError("%s: unknown URL scheme %r (known: %s; a device is a path like "
+                         "/dev/ttyUSB0)" % (url, scheme, ", ".join(s + "://" for s in
+                                                                KNOWN_SCHEMES)))
+    if scheme not in _NETWORK_OPTIONS:
+        return
+    form = "%s://HOST:PORT" % scheme
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        raise ValueError("%s: not a valid URL (%s; %s)" % (url, str(error).lower(), form)) \
+            from None
+    try:
+        port = parts.port
+    except ValueError:
+        text = parts.netloc.rpartition(":")[2]
+        if text.isdigit():
+            raise ValueError("%s: port %s is out of range 1-65535" % (url, text)) from None
+        raise ValueError("%s: port %r is not a number (%s)" % (url, text, form)) from None
+    if not parts.hostname:
+        raise ValueError("%s: no host: write %s" % (url, form))
+    if port is None:
+        raise ValueError("%s: no port: write %s, e.g. %s://%s:8899" % (url, form, scheme,
+                                                                     parts.netloc))
+    if not 1 <= port <= 65535:
+        raise ValueError("%s: port %d is out of range 1-65535" % (url, port))
+    if parts.path not in ("", "/"):
+        raise ValueError("%s: unexpected path %r after the port (%s)" % (url, parts.path, form))
+    options = _NETWORK_OPTIONS[scheme]
+    for option, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if option not in options:
+            raise ValueError("%s: unknown option %r (known: %s)"
+                             % (url, option, ", ".join(options)))
+        allowed = options[option]
+        if isinstance(allowed, tuple) and values[0] not in allowed:
+            raise ValueError("%s: %s=%s: choose from %s" % (url, option, values[0],
+                                                            ", ".join(allowed)))
+        if allowed == "seconds":
+            try:
+                seconds = float(values[0])
+            except ValueError:
+                seconds = math.nan
+            if not 0 < seconds <= 300:
+                raise ValueError("%s: %s=%s: seconds above 0, at most 300"
+                                 % (url, option, values[0]))
 
 
 class SerialTransport:
