@@ -93,12 +93,11 @@ def cell_info_values(reading: Reading, generation: str) -> Dict[str, object]:
     values["enabled_cells_bitmask"] = mask
     values.setdefault("average_cell_voltage", round(sum(cells) / len(cells), 3))
     values.setdefault("cell_voltage_difference", round(max(cells) - min(cells), 3))
-    if generation != JK04:
-        for index_row, key, pick in (("highest_cell_index", "highest_cell", max),
-                                     ("lowest_cell_index", "lowest_cell", min)):
-            number = extra.get(key)
-            values[index_row] = (int(number) - 1 if number is not None  # type: ignore[arg-type]
-                                 else cells.index(pick(cells)))
+    for index_row, key, pick in (("highest_cell_index", "highest_cell", max),
+                                 ("lowest_cell_index", "lowest_cell", min)):
+        number = extra.get(key)
+        values[index_row] = (int(number) - 1 if number is not None  # type: ignore[arg-type]
+                             else cells.index(pick(cells)))
     action = int(extra.get("balancer_action", 0))  # type: ignore[arg-type]
     if reading.balancing and not action:
         action = 2 if (reading.balance_current_amperes or 0.0) < 0 else 1

@@ -197,6 +197,11 @@ _CELL_INFO_JK04: Tuple[Field, ...] = (
     Field(202, 4, "average_cell_voltage", "f", unit="volts"),
     Field(206, 4, "cell_voltage_difference", "f", unit="volts"),
     Field(214, 4, "enabled_cells_bitmask"),
+    # 0-based like JK02's 62/63; not in the spec. vector cell_info_jk04: 1/0 = cells 2/1, as
+    # its description states; cell_info_jk04_b5a24s: 7 agrees with the cells, 2 (cell 3)
+    # does not (cell 1 is 11 mV lower): the BMS's own figure, possibly lagging like §9.4.
+    Field(218, 1, "highest_cell_index"),
+    Field(219, 1, "lowest_cell_index"),
     Field(220, 1, "balancer_action"),
     Field(222, 4, "balance_current", "f", unit="amperes"),
     Field(286, 4, "runtime", unit="seconds"),
