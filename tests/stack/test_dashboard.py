@@ -180,18 +180,39 @@ def test_identity_is_stable_and_importable(dashboard: dict) -> None:
     assert "DS_PROMETHEUS" not in DASHBOARD.read_text(encoding="utf-8")
 
 
-def test_datasource_and_pack_variables(dashboard: dict) -> None:
-    variables = {var["name"]: var for var in dashboard["templating"]["list"]}
+def _variables(dashboard: dict) -> Dict[str, dict]:
+    return {var["name"]: var for var in dashboard["templating"]["list"]}
+
+
+def variable_query(variable: dict) -> str:
+    query = variable["query"]
+    return query["query"] if isinstance(query, dict) else query
+
+
+#: (variable, its label_values query, the value that "All" stands for). site and bank are
+#: optional labels: site's All must match series without the label (``.*``); a bank row
+#: must stay empty for packs without a bank (``.+``).
+VARIABLES = [
+    ("site", 'label_values(jkbms_up, site)', ".*"),
+    ("instance", 'label_values(jkbms_up{site=~"$site"}, instance)', ".*"),
+    ("pack", 'label_values(jkbms_up{site=~"$site",instance=~"$instance"}, pack)', ".+"),
+    ("bank", 'label_values(jkbms_up{site=~"$site"}, bank)', ".+"),
+]
+
+
+def test_datasource_site_instance_pack_and_bank_variables(dashboard: dict) -> None:
+    variables = _variables(dashboard)
+    assert list(variables) == ["datasource", "site", "instance", "pack", "bank"]
     source = variables["datasource"]
     assert source["type"] == "datasource" and source["query"] == "prometheus"
-    pack = variables["pack"]
-    assert pack["type"] == "query"
-    assert pack["datasource"] == DATASOURCE
-    query = pack["query"]["query"] if isinstance(pack["query"], dict) else pack["query"]
-    assert re.fullmatch(r"label_values\(\s*jkbms_up\s*,\s*pack\s*\)", query)
-    assert pack["multi"] is True and pack["includeAll"] is True
-    assert pack["allValue"] == ".+"
-    assert pack["refresh"] in (1, 2)
+    for name, query, all_value in VARIABLES:
+        variable = variables[name]
+        assert variable["type"] == "query" and variable["datasource"] == DATASOURCE, name
+        assert variable_query(variable) == query, name
+        assert variable["multi"] is True and variable["includeAll"] is True, name
+        assert variable["allValue"] == all_value, name
+        assert variable["refresh"] in (1, 2), name
+        assert variable["current"]["value"] == ["$__all"], name
 
 
 def test_every_panel_and_target_uses_the_datasource_variable(dashboard: dict) -> None:
@@ -239,20 +260,81 @@ def test_panels_do_not_overlap(dashboard: dict) -> None:
                     first["title"], second["title"])
 
 
-def test_rates_use_rate_interval_and_queries_filter_by_pack(dashboard: dict) -> None:
+def panel_context(row: Optional[dict]) -> str:
+    """"fleet" (one line per site), "bank" (repeated per bank) or "pack" (everything else)."""
+    if row is not None and row.get("repeat") == "bank":
+        return "bank"
+    if row is not None and row["title"].startswith("Fleet"):
+        return "fleet"
+    return "pack"
+
+
+def targets_in_context(dashboard: dict) -> Iterator[Tuple[str, dict, str]]:
+    for panel, row in iter_panels(dashboard):
+        if panel["type"] != "row":
+            for target in panel["targets"]:
+                yield panel["title"], target, panel_context(row)
+
+
+def groupings(expr: str) -> List[Tuple[str, Set[str]]]:
+    return [(word, {label.strip() for label in labels.split(",") if label.strip()})
+            for word, labels in re.findall(r"\b(by|without|on|ignoring)\s*\(([^)]*)\)", expr)]
+
+
+SITE = 'site=~"$site"'
+INSTANCE = 'instance=~"$instance"'
+PACK = 'pack=~"$pack"'
+BANK = 'bank=~"$bank"'
+
+
+def test_rates_use_rate_interval(dashboard: dict) -> None:
     for panel in data_panels(dashboard):
         for target in panel["targets"]:
             expr = target["expr"]
             for call in re.finditer(r"\b(rate|irate|increase)\s*\(", expr):
                 window = re.match(r"[^\[]*\[([^\]]*)\]", expr[call.end():]).group(1)
-                allowed = {"$__rate_interval"} | ({"$__range"} if call.group(1) == "increase" else set())
+                allowed = {"$__rate_interval"}
+                if call.group(1) == "increase":
+                    allowed.add("$__range")
+                    if panel.get("interval") == "1d":  # the energy-per-day bars
+                        allowed.add("$__interval")
                 assert window in allowed, (panel["title"], expr)
-            for name, matchers in selectors(expr):
-                if name in PACKLESS:
-                    continue
-                if name == "ALERTS" and 'alertname="JkbmsExporterDown"' in matchers:
-                    continue  # the one alert without a pack
-                assert 'pack=~"$pack"' in matchers, (panel["title"], expr)
+
+
+def test_every_query_filters_on_site_instance_and_pack_or_bank(dashboard: dict) -> None:
+    """So two exporters with a pack named alike, or two sites, are never mixed."""
+    checked = 0
+    for title, target, context in targets_in_context(dashboard):
+        for name, matchers in selectors(target["expr"]):
+            checked += 1
+            where = (title, name, target["expr"])
+            if name == "jkbms_exporter_build_info":
+                continue  # only tells which jobs are jkbms exporters: `and on (job)`
+            # `up` lacks `site` when the site comes from the exporter's own configuration:
+            # those exporters are found through their packs' site instead.
+            assert SITE in matchers or (name == "up" and 'site=""' in matchers), where
+            if context == "bank":
+                # bank series are summed over the bank's exporters and packs
+                assert BANK in matchers and INSTANCE not in matchers, where
+                continue
+            assert INSTANCE in matchers, where
+            if context == "pack" and name not in PACKLESS:
+                # ALERTS without a pack: an exporter down, a site gone silent
+                assert PACK in matchers or (name == "ALERTS" and 'pack=""' in matchers), where
+    assert checked >= 60
+
+
+def test_aggregations_and_matching_keep_site_and_instance(dashboard: dict) -> None:
+    for title, target, context in targets_in_context(dashboard):
+        for word, labels in groupings(target["expr"]):
+            if word in ("without", "ignoring"):
+                assert not labels & {"site", "pack"} or context == "bank", (title, target["expr"])
+                continue
+            if context == "fleet":
+                assert labels == {"site"}, (title, target["expr"])
+            elif labels != {"job"}:  # `and on (job)`: which jobs are jkbms exporters
+                assert {"site", "instance"} <= labels or labels == {"instance", "job"}, (
+                    title, target["expr"])
 
 
 def test_every_metric_exists(dashboard: dict, start_exporter) -> None:
@@ -275,11 +357,27 @@ def test_every_metric_exists(dashboard: dict, start_exporter) -> None:
             unknown = names - known
             assert not unknown, "%s: unknown metrics %s" % (panel["title"], sorted(unknown))
             used |= names
-    # the dashboard shares the rules' derived series instead of recomputing them (the other
-    # recording rules are steps of the alerts, or issue 9's, shown by the dashboard's next landing)
-    shown = {name for name in recorded if name.startswith("pack:jkbms_cell_voltage_volts:")}
-    shown.add("pack:jkbms_power_watts:product")
-    assert shown <= used, "recording rules not shown: %s" % sorted(shown - used)
+    # the dashboard shows the rules' derived series instead of recomputing them
+    assert SHOWN_RECORDINGS <= recorded
+    assert SHOWN_RECORDINGS <= used, "recording rules not shown: %s" % sorted(
+        SHOWN_RECORDINGS - used)
+
+
+#: Recording rules made for people to look at (the others are steps of the alerts).
+SHOWN_RECORDINGS = {
+    "pack:jkbms_cell_voltage_volts:min", "pack:jkbms_cell_voltage_volts:max",
+    "pack:jkbms_cell_voltage_volts:avg", "pack:jkbms_cell_voltage_volts:spread",
+    "pack:jkbms_power_watts:product",
+    "pack:jkbms_time_to_empty_seconds", "pack:jkbms_time_to_full_seconds",
+    "cell:jkbms_cell_voltage_deviation_volts",
+    "cell:jkbms_cell_voltage_deviation_volts:avg_near_empty",
+    "cell:jkbms_cell_voltage_deviation_volts:avg_near_full",
+    "cell:jkbms_cell_voltage_deviation_volts:avg_at_rest",
+    "bank:jkbms_state_of_charge_ratio:capacity_weighted", "bank:jkbms_current_amperes:sum",
+    "bank:jkbms_power_watts:sum", "bank:jkbms_charge_power_watts:rate5m",
+    "bank:jkbms_discharge_power_watts:rate5m", "bank:jkbms_cell_voltage_volts:min",
+    "bank:jkbms_cell_voltage_volts:max",
+}
 
 
 def _panels_querying(dashboard: dict, kind: str, metric: str) -> List[dict]:
@@ -287,18 +385,38 @@ def _panels_querying(dashboard: dict, kind: str, metric: str) -> List[dict]:
             and any(metric in metric_names(t["expr"]) for t in panel["targets"])]
 
 
-# (panel type, metric it must show, unit) for every panel the issue asks for
+def _the_panel(dashboard: dict, title: str) -> dict:
+    (panel,) = [p for p in data_panels(dashboard) if p["title"] == title]
+    return panel
+
+
+# (panel type, metric it must show, unit) for every panel the issues ask for
 REQUIRED_PANELS = [
     ("stat", "jkbms_state_of_charge_ratio", "percentunit"),
     ("stat", "jkbms_pack_voltage_volts", "volt"),
     ("stat", "jkbms_current_amperes", "amp"),
     ("stat", "pack:jkbms_power_watts:product", "watt"),
-    ("stat", "pack:jkbms_cell_voltage_volts:spread", "volt"),
+    ("stat", "pack:jkbms_cell_voltage_volts:spread", "mvolt"),
     ("stat", "jkbms_charge_cycles_total", "none"),
     ("stat", "jkbms_last_success_timestamp_seconds", "s"),
+    ("stat", "pack:jkbms_time_to_empty_seconds", "dtdurations"),
+    ("stat", "pack:jkbms_time_to_full_seconds", "dtdurations"),
+    ("stat", "jkbms_charge_energy_joules_total", "kwatth"),
+    ("stat", "jkbms_discharge_energy_joules_total", "kwatth"),
+    ("stat", "jkbms_charge_coulombs_total", "amph"),
+    ("stat", "jkbms_discharge_coulombs_total", "amph"),
+    ("timeseries", "jkbms_charge_energy_joules_total", "kwatth"),
+    ("timeseries", "jkbms_discharge_energy_joules_total", "kwatth"),
+    ("table", "cell:jkbms_cell_voltage_deviation_volts:avg_near_empty", "mvolt"),
+    ("timeseries", "cell:jkbms_cell_voltage_deviation_volts", "mvolt"),
+    ("stat", "bank:jkbms_state_of_charge_ratio:capacity_weighted", "percentunit"),
+    ("stat", "bank:jkbms_cell_voltage_volts:min", "volt"),
+    ("stat", "bank:jkbms_cell_voltage_volts:max", "volt"),
+    ("timeseries", "bank:jkbms_charge_power_watts:rate5m", "watt"),
     ("bargauge", "jkbms_cell_voltage_volts", "volt"),
+    ("bargauge", "jkbms_balance_wire_resistance_ohms", "ohm"),
     ("timeseries", "jkbms_cell_voltage_volts", "volt"),
-    ("timeseries", "pack:jkbms_cell_voltage_volts:spread", "volt"),
+    ("timeseries", "pack:jkbms_cell_voltage_volts:spread", "mvolt"),
     ("timeseries", "jkbms_temperature_celsius", "celsius"),
     ("timeseries", "jkbms_current_amperes", "amp"),
     ("timeseries", "pack:jkbms_power_watts:product", "watt"),
@@ -307,6 +425,7 @@ REQUIRED_PANELS = [
     ("state-timeline", "jkbms_alarm", None),
     ("table", "jkbms_setting_volts", None),
     ("table", "jkbms_device_info", None),
+    ("table", "jkbms_state_of_charge_ratio", None),  # the fleet overview
     ("state-timeline", "jkbms_up", None),
     ("timeseries", "jkbms_read_errors_total", "cpm"),
     ("timeseries", "jkbms_scrape_duration_seconds", "s"),
@@ -322,6 +441,182 @@ def test_required_panel_present(dashboard: dict, kind: str, metric: str, unit: O
     if unit:
         assert any(p["fieldConfig"]["defaults"]["unit"] == unit for p in panels), [
             p["fieldConfig"]["defaults"]["unit"] for p in panels]
+
+
+# ------------------------------------------------------- never healthy-looking when stale
+
+
+def test_no_panel_carries_an_old_value_forward(dashboard: dict) -> None:
+    """Stat and bar gauge panels ask for the value now (an instant query: nothing once the
+    series went stale) and show the last value, never the last non-null one of the range;
+    each says what an empty answer means."""
+    assert "lastNotNull" not in DASHBOARD.read_text(encoding="utf-8")
+    for panel in data_panels(dashboard):
+        calcs = panel.get("options", {}).get("reduceOptions", {}).get("calcs")
+        if panel["type"] in ("stat", "bargauge"):
+            assert calcs == ["last"], panel["title"]
+            assert all(t["instant"] and not t["range"] for t in panel["targets"]), panel["title"]
+            assert panel["fieldConfig"]["defaults"].get("noValue"), panel["title"]
+        if panel["type"] == "timeseries":
+            assert panel["fieldConfig"]["defaults"].get("custom", {}).get(
+                "spanNulls", False) is False, panel["title"]
+
+
+def test_pack_stats_turn_red_while_the_read_fails(dashboard: dict) -> None:
+    """A pack value stat shows a red "no reading" (NaN) instead of its last value."""
+    shown = 0
+    for panel in _panels_in_pack_rows(dashboard, "stat"):
+        expr = panel["targets"][0]["expr"]
+        if "jkbms_up" not in expr or "time()" in expr:
+            continue
+        shown += 1
+        assert re.search(r'or on \(site, instance, pack\) \(jkbms_up\{[^}]*\} == 0\) \* NaN$',
+                         expr), (panel["title"], expr)
+        (nan,) = [m for m in panel["fieldConfig"]["defaults"]["mappings"] if m["type"] == "special"]
+        assert nan["options"]["match"] == "nan" and nan["options"]["result"]["color"] == "red"
+    assert shown >= 7
+
+
+def _panels_in_pack_rows(dashboard: dict, kind: str) -> List[dict]:
+    return [panel for panel, row in iter_panels(dashboard) if panel["type"] == kind
+            and row is not None and row.get("repeat") == "pack"]
+
+
+def test_last_good_read_counts_from_now_and_says_never(dashboard: dict) -> None:
+    panel = _the_panel(dashboard, "Last good read")
+    (target,) = panel["targets"]
+    assert target["expr"].startswith(
+        "time() - last_over_time(jkbms_last_success_timestamp_seconds{")
+    # a pack never read has jkbms_up but no timestamp: -1, shown as a red "never"
+    assert target["expr"].endswith("* 0 - 1)")
+    defaults = panel["fieldConfig"]["defaults"]
+    (mapping,) = defaults["mappings"]
+    assert mapping["options"]["-1"]["text"] == "never"
+    assert mapping["options"]["-1"]["color"] == "red"
+    steps = [(s["value"], s["color"]) for s in defaults["thresholds"]["steps"]]
+    assert steps[0] == (None, "green") and steps[-1][1] == "red"
+    assert steps[-1][0] <= 120, "red only after 2 minutes: a few 15 s scrape intervals"
+
+
+# ---------------------------------------------------------------------- readable panels
+
+
+def test_cell_spread_in_whole_millivolts(dashboard: dict) -> None:
+    for panel in (_panels_querying(dashboard, "stat", "pack:jkbms_cell_voltage_volts:spread")
+                  + _panels_querying(dashboard, "timeseries", "pack:jkbms_cell_voltage_volts:spread")):
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["unit"] == "mvolt" and defaults["decimals"] == 0, panel["title"]
+        assert all("* 1000" in t["expr"] for t in panel["targets"]), panel["title"]
+        values = [s["value"] for s in defaults["thresholds"]["steps"][1:]]
+        assert values and all(v >= 10 for v in values), "thresholds in mV: %s" % values
+
+
+def test_balance_wire_resistance_panel(dashboard: dict) -> None:
+    (panel,) = _panels_querying(dashboard, "bargauge", "jkbms_balance_wire_resistance_ohms")
+    assert "balance wire" in panel["title"].lower()
+    assert "not the cell's internal resistance" in panel["description"].lower()
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "ohm"
+    steps = [(s["value"], s["color"]) for s in defaults["thresholds"]["steps"]]
+    assert steps[0] == (None, "green")
+    # typical leads are 0.05-0.2 ohm: none of them orange, a doubled one red
+    assert 0.2 <= steps[1][0] < steps[-1][0] <= 0.5 and steps[-1][1] == "red"
+    assert "jkbms_cell_resistance_ohms" not in DASHBOARD.read_text(encoding="utf-8")
+
+
+def test_alarm_timeline_shows_only_bits_set_in_the_range(dashboard: dict) -> None:
+    (panel,) = _panels_querying(dashboard, "state-timeline", "jkbms_alarm")
+    (target,) = panel["targets"]
+    assert re.search(r"and on \(site, instance, pack, alarm\) \(max_over_time\(jkbms_alarm\{[^}]*\}"
+                     r"\[\$__range\] @ end\(\)\) > 0\)$", target["expr"]), target["expr"]
+    assert "no alarm" in panel["fieldConfig"]["defaults"]["noValue"].lower()
+
+
+def test_switch_settings_are_not_shown_as_warnings(dashboard: dict) -> None:
+    (panel,) = _panels_querying(dashboard, "state-timeline", "jkbms_switch_enabled")
+    (switches,) = [t for t in panel["targets"] if "jkbms_switch_enabled" in t["expr"]]
+    (mosfets,) = [t for t in panel["targets"] if "jkbms_mosfet_on" in t["expr"]]
+    overrides = {o["matcher"]["options"]: o for o in panel["fieldConfig"]["overrides"]
+                 if o["matcher"]["id"] == "byFrameRefID"}
+    (mapping,) = [p["value"] for p in overrides[switches["refId"]]["properties"]
+                  if p["id"] == "mappings"]
+    colours = {option["color"] for m in mapping for option in m["options"].values()}
+    assert not colours & {"orange", "red", "yellow", "dark-red", "dark-orange"}, colours
+    assert mosfets["refId"] not in overrides  # a MOSFET that is OFF stays orange
+    defaults = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert defaults["0"]["color"] == "orange" and defaults["1"]["color"] == "green"
+
+
+def test_panels_only_some_protocols_fill_say_so(dashboard: dict) -> None:
+    """A 4E57-only user sees why a panel is empty: its title names the protocols and its
+    empty text says who reports it."""
+    found = 0
+    for panel in data_panels(dashboard):
+        names = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+        if names & LATER_PROTOCOL_METRICS:
+            found += 1
+            assert "JK-PB" in panel["title"], panel["title"]
+            assert "JK-PB" in panel["fieldConfig"]["defaults"]["noValue"], panel["title"]
+    assert found >= 4
+
+
+# ------------------------------------------------------------------ energy, cells, banks
+
+
+def test_energy_per_day_bars(dashboard: dict) -> None:
+    bars = _panels_querying(dashboard, "timeseries", "jkbms_charge_energy_joules_total")
+    assert len(bars) == 2  # per pack and per bank
+    for panel in bars:
+        assert panel["interval"] == "1d" and panel["timeFrom"] == "7d", panel["title"]
+        custom = panel["fieldConfig"]["defaults"]["custom"]
+        assert custom["drawStyle"] == "bars" and custom["barAlignment"] == -1
+        charged, discharged = panel["targets"]
+        assert "increase(jkbms_charge_energy_joules_total{" in charged["expr"]
+        assert discharged["expr"].startswith("-") and "jkbms_discharge_energy" in discharged["expr"]
+        assert all(t["expr"].endswith("/ 3.6e6") for t in panel["targets"])  # J -> kWh
+    today = _the_panel(dashboard, "Energy today")
+    assert today["timeFrom"] == "now/d"
+    assert all("[$__range]" in t["expr"] for t in today["targets"])
+
+
+def test_cell_ranking_table_averages_seven_days(dashboard: dict) -> None:
+    panel = _the_panel(dashboard, "Cell ranking (7 days)")
+    rules = [re.match(r"avg_over_time\(([\w:]+)\{[^}]*\}\[7d\]\) \* 1000$", t["expr"]).group(1)
+             for t in panel["targets"]]
+    assert rules == ["cell:jkbms_cell_voltage_deviation_volts:avg_near_empty",
+                     "cell:jkbms_cell_voltage_deviation_volts:avg_near_full",
+                     "cell:jkbms_cell_voltage_deviation_volts:avg_at_rest",
+                     "cell:jkbms_cell_voltage_deviation_volts"]
+    assert all(t["instant"] and t["format"] == "table" for t in panel["targets"])
+    assert [t["id"] for t in panel["transformations"]][0] == "merge"
+    names = [p["value"] for o in panel["fieldConfig"]["overrides"] for p in o["properties"]
+             if p["id"] == "displayName"]
+    assert panel["options"]["sortBy"] == [{"displayName": names[0], "desc": False}]
+
+
+def test_bank_row_repeats_per_bank_and_is_collapsed(dashboard: dict) -> None:
+    (bank_row,) = [p for p in dashboard["panels"] if p.get("repeat") == "bank"]
+    # with no bank label Grafana still draws one row ("All"): collapsed, it stays one line
+    assert bank_row["collapsed"] is True and "no pack has one" in bank_row["title"]
+    assert len(bank_row["panels"]) >= 6
+
+
+def test_fleet_overview_one_line_per_site(dashboard: dict) -> None:
+    (row,) = [p for p in dashboard["panels"] if p["type"] == "row" and p["title"].startswith("Fleet")]
+    assert row["gridPos"]["y"] == 0 and not row["collapsed"]
+    (table,) = [p for p, r in iter_panels(dashboard) if r is row]
+    assert table["type"] == "table"
+    columns = [next(p["value"] for p in o["properties"] if p["id"] == "displayName")
+               for o in table["fieldConfig"]["overrides"]]
+    assert columns == ["Lowest SOC", "Worst cell spread", "Packs down", "Alerts firing",
+                       "Last seen"]
+    exprs = [t["expr"] for t in table["targets"]]
+    assert all(t["instant"] and t["format"] == "table" for t in table["targets"])
+    assert exprs[0].startswith("min by (site) (jkbms_state_of_charge_ratio{")
+    assert exprs[1].startswith("max by (site) (pack:jkbms_cell_voltage_volts:spread{")
+    assert "jkbms_up" in exprs[2] and 'ALERTS{alertstate="firing"' in exprs[3]
+    assert exprs[4].startswith("time() - max by (site) (last_over_time(")
+    assert [t["id"] for t in table["transformations"]][0] == "merge"
 
 
 def test_cell_bar_gauge_has_lifepo4_bands(dashboard: dict) -> None:
@@ -346,7 +641,6 @@ def test_temperature_panel_marks_freezing(dashboard: dict) -> None:
 def test_per_pack_rows_repeat_over_pack(dashboard: dict) -> None:
     repeated = [panel for panel in dashboard["panels"]
                 if panel["type"] == "row" and panel.get("repeat") == "pack"]
-    assert repeated, "no row repeated per pack"
-    for panel, row in iter_panels(dashboard):
-        if row is not None and row.get("repeat") == "pack" and panel["type"] != "row":
-            assert all('pack=~"$pack"' in t["expr"] for t in panel["targets"]), panel["title"]
+    assert len(repeated) == 1, "one row repeated per pack"
+    inside = _panels_in_pack_rows(dashboard, "stat")
+    assert len(inside) >= 10
