@@ -142,6 +142,31 @@ def recorded_names() -> Set[str]:
     return names
 
 
+#: What a query needs before it can return data, beyond a pack being read (for stacks that
+#: cannot offer everything, e.g. the fleet end-to-end test): metric name -> condition.
+_NEEDS = {
+    **{name: "jk-pb" for name in LATER_PROTOCOL_METRICS},
+    "ALERTS": "an alert",
+    "pack:jkbms_time_to_empty_seconds": "a pack discharging",
+    "pack:jkbms_time_to_full_seconds": "a pack charging",
+    "cell:jkbms_cell_voltage_deviation_volts:avg_near_empty": "a pack discharging near empty",
+    "cell:jkbms_cell_voltage_deviation_volts:avg_near_full": "a pack charging near full",
+    "cell:jkbms_cell_voltage_deviation_volts:avg_at_rest": "a pack at rest",
+}
+
+
+def data_needs(expr: str) -> Set[str]:
+    """The conditions (see ``_NEEDS``) under which ``expr`` returns data; empty: always."""
+    needs = {_NEEDS[name] for name in metric_names(expr) if name in _NEEDS}
+    if 'bank=~"$bank"' in expr or any(name.startswith("bank:") for name in metric_names(expr)):
+        needs.add("a bank label")
+    if "@ end()) > 0" in expr:
+        needs.add("an alarm bit set")
+    if re.search(r"\bor\b", expr) and "ALERTS" in metric_names(expr) and "* 0" in expr:
+        needs.discard("an alert")  # the fleet row counts 0 alerts too
+    return needs
+
+
 def exposition_names(text: str) -> Set[str]:
     names = set()
     for line in text.splitlines():
@@ -644,3 +669,12 @@ def test_per_pack_rows_repeat_over_pack(dashboard: dict) -> None:
     assert len(repeated) == 1, "one row repeated per pack"
     inside = _panels_in_pack_rows(dashboard, "stat")
     assert len(inside) >= 10
+
+
+def test_data_needs_name_every_condition_some_panel_waits_for(dashboard: dict) -> None:
+    """``data_needs`` (used by end-to-end tests whose stack lacks e.g. banks or JK-PB packs)
+    knows every condition and no stale one."""
+    needs = [data_needs(target["expr"]) for _, target, _ in targets_in_context(dashboard)]
+    seen = set().union(*needs)
+    assert seen == set(_NEEDS.values()) | {"a bank label", "an alarm bit set"}, seen
+    assert sum(1 for n in needs if not n) >= 40  # most queries need only a pack being read
