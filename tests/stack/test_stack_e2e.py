@@ -101,7 +101,8 @@ class RestingSimulator:
     the at-rest weak-cell rule needs one."""
 
     def __init__(self) -> None:
-        from jkbms_exporter.sim.bms import SimulatedBms, TcpSimulator
+        from jkbms_exporter.sim.bms import SimulatedBms
+        from jkbms_exporter.sim.serve import TcpSimulator
 
         class Resting(SimulatedBms):
             def _current(self, elapsed: float) -> float:
