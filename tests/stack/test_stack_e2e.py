@@ -71,13 +71,15 @@ PACKS_B = {"sim", "ghost"}
 class Simulator:
     """``jkbms-exporter simulate --listen 127.0.0.1:PORT``: a BMS behind a TCP gateway."""
 
-    def __init__(self, scenario: str, *extra: str) -> None:
+    def __init__(self, scenario: str, *extra: str, wait: bool = True) -> None:
         self.port = free_port()
         self.url = "socket://127.0.0.1:%d" % self.port
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jkbms_exporter", "simulate", "--scenario", scenario,
              "--listen", "127.0.0.1:%d" % self.port, "--log.level", "warn", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if wait:
+            self.wait_listening()
 
     def wait_listening(self) -> None:
         deadline = time.monotonic() + 15
@@ -89,6 +91,7 @@ class Simulator:
                     return
             except OSError:
                 if time.monotonic() > deadline:
+                    self.stop()
                     raise AssertionError("simulator did not start listening")
                 time.sleep(0.05)
 
@@ -244,10 +247,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
     started: List[object] = []
     try:
-        simulators = {pack: Simulator(scenario) for pack, scenario in SCENARIOS.items()}
+        # started together, then waited for: their start-up overlaps
+        simulators = {pack: Simulator(scenario, wait=False) for pack, scenario in SCENARIOS.items()}
         started += simulators.values()
         bus = Simulator("normal", "--protocol", "jk-pb", "--addresses",
-                        ",".join(str(a) for a in BUS_PACKS.values()))
+                        ",".join(str(a) for a in BUS_PACKS.values()), wait=False)
         started.append(bus)
         resting = RestingSimulator()
         started.append(resting)
