@@ -205,3 +205,53 @@ def test_a_boolean_variable_that_is_neither_is_refused(text: str) -> None:
 def test_a_url_that_is_not_a_string_is_refused(value: str) -> None:
     message = refused("packs:\n  - name: p\n    url: %s\n" % value)
     assert "jkbms.yml:3: packs[0].url" in message and "expected a string" in message
+
+
+@pytest.mark.parametrize("flag, name, url", [
+    ("/dev/ttyUSB0", "3", "/dev/ttyUSB0"),
+    ("house=/dev/ttyUSB0", "house", "/dev/ttyUSB0"),
+    ("socket://gw:8899", "3", "socket://gw:8899"),
+    ("spy:///dev/ttyUSB0?file=log.txt", "3", "spy:///dev/ttyUSB0?file=log.txt"),
+    ("a.b=socket://gw:8899", "a.b", "socket://gw:8899"),
+])
+def test_device_flags_name_their_pack_or_take_the_position(flag: str, name: str, url: str) -> None:
+    from jkbms_exporter.config import parse_device_flag
+
+    config = parse_device_flag(flag, 3)
+    assert (config.name, config.url) == (name, url)
+
+
+@pytest.mark.parametrize("flag", ["house=", "", "bad name=/dev/ttyUSB0"])
+def test_device_flags_without_a_url_or_with_a_bad_name_are_one_line(flag: str) -> None:
+    from jkbms_exporter.config import parse_device_flag
+
+    with pytest.raises(ConfigError) as failure:
+        parse_device_flag(flag, 1)
+    assert "--device" in str(failure.value) and "\n" not in str(failure.value)
+
+
+def test_protocols_built_for_each_kind_of_pack() -> None:
+    from jkbms_exporter.config import build_packs
+    from jkbms_exporter.pack import AutoProtocol, JkSerialProtocol
+
+    packs = build_packs([
+        PackConfig("plain", "socket://127.0.0.1:1"),
+        PackConfig("auto", "socket://127.0.0.1:2", protocol="auto"),
+        PackConfig("bus", "socket://127.0.0.1:3", protocol="auto", address=2),
+        PackConfig("pb", "socket://127.0.0.1:4", protocol="jk-pb", address=3, read_timeout=0.5),
+    ])
+    try:
+        plain, auto, bus, pb = packs
+        assert type(plain.protocol) is JkSerialProtocol and plain.read_timeout == 1.0
+        assert type(auto.protocol) is AutoProtocol
+        assert [type(c).__name__ for c in auto.protocol.candidates] == ["JkSerialProtocol"]
+        assert [type(c).__name__ for c in bus.protocol.candidates] == ["JkSerialProtocol",
+                                                                      "JkPbProtocol"]
+        assert type(pb.protocol).__name__ == "JkPbProtocol"
+        # a bus pack may have to listen to a master's whole polling cycle
+        from jkbms_exporter.links.pb_bus import LISTEN_WINDOW
+
+        assert pb.read_timeout == bus.read_timeout == LISTEN_WINDOW + 1.0
+    finally:
+        for pack in packs:
+            pack.close()
