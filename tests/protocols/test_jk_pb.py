@@ -788,3 +788,12 @@ def test_parse_trigger_reply_skips_the_ack_of_another_write() -> None:
     with pytest.raises(jk_pb.MissingAckError):
         jk_pb.parse_trigger_reply(cell["frame"] + other)
     assert not jk_pb.trigger_reply_complete(cell["frame"] + other, address=1)
+
+
+def test_block_data_is_cut_to_the_size_asked_and_gaps_stay_zero() -> None:
+    block = jk_pb.Block(0x1200, ((0, b"\x01\x02\x03\x04"), (6, b"\x07\x08\x09\x0a")))
+    assert block.data(8) == b"\x01\x02\x03\x04\x00\x00\x07\x08"
+    assert block.data(3) == b"\x01\x02\x03"
+    assert block.data(12) == b"\x01\x02\x03\x04\x00\x00\x07\x08\x09\x0a\x00\x00"
+    assert block.covers(0, 4) and block.covers(6, 10) and not block.covers(0, 6)
+    assert not block.covers(8, 12)
