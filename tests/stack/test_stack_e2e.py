@@ -481,6 +481,44 @@ def _values(stack: Stack, title: str, values: Dict[str, str]) -> Dict[str, float
             for s in run_target(stack, title, target, fill(expr, values), poll=False)}
 
 
+def test_alarm_timeline_shows_only_the_bits_that_were_set(stack: Stack) -> None:
+    """A JK-PB pack reports 32 alarm bits: the timeline shows none of rack1's (all clear),
+    and exactly the two bits shed's BMS set."""
+    (panel,) = [p for p in data_panels(load_dashboard()) if p["title"].startswith("BMS alarms")]
+    (target,) = panel["targets"]
+    only_a = {**ALL, "instance": grafana_regex([stack.instance])}
+    assert len(stack.prometheus.query('jkbms_alarm{pack="rack1"}')) >= 30
+
+    def shown(pack: str) -> Set[str]:
+        expr = fill(target["expr"], {**only_a, "pack": grafana_regex([pack])})
+        return {s["metric"]["alarm"] for s in run_target(stack, panel["title"], target, expr,
+                                                         poll=False)}
+
+    assert shown("rack1") == set()
+    assert stack.prometheus.poll("shed's alarm bits", lambda: shown("shed")) == {
+        "cell_overvoltage", "battery_undertemperature"}
+
+
+def test_cell_ranking_names_the_driven_cell(stack: Stack) -> None:
+    """drain's cell 03 is driven down while the pack discharges near empty, sim's cell 05 up
+    while it charges near full: the ranking's columns name them."""
+    (panel,) = [p for p in data_panels(load_dashboard()) if p["title"] == "Cell ranking (7 days)"]
+    columns = {t["refId"]: t for t in panel["targets"]}
+    only_a = {**ALL, "instance": grafana_regex([stack.instance])}
+
+    def column(ref: str, pack: str) -> Dict[str, float]:
+        target = columns[ref]
+        expr = fill(target["expr"], {**only_a, "pack": grafana_regex([pack])})
+        result = run_target(stack, panel["title"], target, expr)
+        return {s["metric"]["cell"]: float(s["value"][1]) for s in result}
+
+    near_empty = column("A", "drain")
+    assert min(near_empty, key=near_empty.get) == "03" and near_empty["03"] < -100, near_empty
+    near_full = column("B", "sim")
+    assert max(near_full, key=near_full.get) == "05" and near_full["05"] > 50, near_full
+    assert set(column("C", "rest")) == {"%02d" % cell for cell in range(1, 17)}
+
+
 def test_fleet_overview_has_one_line_per_site(stack: Stack) -> None:
     """The "Sites" table: site home (exporter A) and the packs without a site (exporter B)."""
     (sites,) = [p for p in data_panels(load_dashboard()) if p["title"] == "Sites"]
