@@ -41,6 +41,7 @@ from .links.pb_bus import DEFAULT_REPLY_TIMEOUT, EXTRA_FRAMES
 from .report import render_reading
 from .sim.bms import SimulatedBms
 from .sim.pb_bus import PbBusBms, jk_pb_device
+from .sim.chemistry import CHEMISTRIES
 from .sim.scenarios import SCENARIOS, scenario_help
 from .sim.serve import FAULTS, PtySimulator, TcpSimulator, fault_help
 from .links.serial import DEFAULT_BAUDRATE, check_url
@@ -121,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--simulate.scenario", dest="simulate_scenario", default="normal",
                        choices=sorted(SCENARIOS), metavar="NAME",
                        help="scenario of the simulated BMS: " + scenario_help())
+    serve.add_argument("--simulate.chemistry", dest="simulate_chemistry", default="lifepo4",
+                       choices=sorted(CHEMISTRIES), help="cell chemistry of the simulated BMS "
+                       "(its voltages and protection settings, and the pack's chemistry; "
+                       "default: lifepo4)")
     serve.add_argument("--simulate.cells", dest="simulate_cells", type=_in(ranges.CELLS),
                        default=16, metavar="N", help="cells of the simulated BMS, 1-32 "
                        "(default: 16)")
@@ -221,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="number of cells, 1-32 (default: 16)")
     simulate.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS),
                           metavar="NAME", help=scenario_help())
+    simulate.add_argument("--chemistry", default="lifepo4", choices=sorted(CHEMISTRIES),
+                          help="cell chemistry: voltages and protection settings (default: "
+                          "lifepo4)")
     simulate.add_argument("--fault", default="none", choices=list(FAULTS), metavar="FAULT",
                           help=fault_help())
     simulate.add_argument("--link", metavar="PATH",
@@ -289,18 +297,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.simulate:
         if args.simulate_protocol == "jk-pb":
             addresses = list(range(1, args.simulate_packs + 1))
-            bms: object = simulated_bus(addresses, args.simulate_cells, args.simulate_scenario)
+            bms: object = simulated_bus(addresses, args.simulate_cells, args.simulate_scenario,
+                                        chemistry=args.simulate_chemistry)
             simulator = _simulator_link(bms, fault=args.simulate_fault, latency=PB_LATENCY)
             configs.extend(
                 PackConfig("%s%d" % (SIMULATED_PACK, address), simulator.path, DEFAULT_BAUDRATE,
                            args.read_timeout, protocol="jk-pb", address=address,
-                           energy_max_gap=args.energy_max_gap)
+                           energy_max_gap=args.energy_max_gap, chemistry=args.simulate_chemistry)
                 for address in addresses)
         else:
-            bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario)
+            bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario,
+                               chemistry=args.simulate_chemistry)
             simulator = _simulator_link(bms, fault=args.simulate_fault)
             configs.append(PackConfig(SIMULATED_PACK, simulator.path, DEFAULT_BAUDRATE,
-                                      args.read_timeout, energy_max_gap=args.energy_max_gap))
+                                      args.read_timeout, energy_max_gap=args.energy_max_gap,
+                                      chemistry=args.simulate_chemistry))
     try:
         packs = build_packs(configs)
         poller = Poller(packs, min_interval=args.min_interval, scrape_timeout=args.scrape_timeout)
@@ -401,11 +412,11 @@ PB_LATENCY = 0.05
 
 
 def simulated_bus(addresses: Sequence[int], cells: int, scenario: str,
-                  master: bool = False) -> PbBusBms:
+                  master: bool = False, chemistry: str = "lifepo4") -> PbBusBms:
     """JK-PB packs at ``addresses``; the first one runs ``scenario``, the others are healthy."""
     return PbBusBms({
         address: SimulatedBms(cells=cells, scenario=scenario if index == 0 else "normal",
-                              seed=address, device=jk_pb_device(address))
+                              seed=address, device=jk_pb_device(address), chemistry=chemistry)
         for index, address in enumerate(addresses)
     }, master=master)
 
@@ -425,10 +436,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     latency = args.latency
     if args.protocol == "jk-pb":
         bms: object = simulated_bus(_addresses(args.addresses), args.cells, args.scenario,
-                                    args.master)
+                                    args.master, args.chemistry)
         latency = min(latency, PB_LATENCY)
     else:
-        bms = SimulatedBms(cells=args.cells, scenario=args.scenario)
+        bms = SimulatedBms(cells=args.cells, scenario=args.scenario, chemistry=args.chemistry)
     options = dict(latency=latency, baudrate=DEFAULT_BAUDRATE if args.pacing else None,
                    fault=args.fault)
     if args.listen:

@@ -9,18 +9,20 @@ scenario of :mod:`.scenarios`. Its replies are built by the codec's encoder.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
 import threading
 import time
 from collections import deque
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from ..protocols import jk_serial
 from ..errors import FrameError
 from ..reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
-from .scenarios import SCENARIOS
+from .chemistry import CHEMISTRIES
+from .scenarios import SCENARIOS, Moment
 
 
 log = logging.getLogger(__name__)
@@ -29,31 +31,25 @@ log = logging.getLogger(__name__)
 KEEP_REQUESTS = 100
 
 
-#: (state of charge, open-circuit cell voltage) for LiFePO4.
-_LFP_OCV = (
-    (0.00, 2.80), (0.05, 3.10), (0.10, 3.20), (0.30, 3.27), (0.60, 3.30),
-    (0.90, 3.33), (0.97, 3.40), (1.00, 3.45),
-)
-
-
 _CELL_RESISTANCE = 0.0006  # ohms, for the voltage rise/sag with current
 
 
+#: Settings; ``None`` values come from the pack's chemistry (:mod:`.chemistry`).
 _SETTINGS = (
-    ("pack_overvoltage_protection", "volts", 3.65),  # per cell; scaled by cell count below
-    ("pack_undervoltage_protection", "volts", 2.50),
-    ("cell_overvoltage_protection", "volts", 3.65),
-    ("cell_overvoltage_recovery", "volts", 3.55),
+    ("pack_overvoltage_protection", "volts", None),  # per cell; scaled by cell count below
+    ("pack_undervoltage_protection", "volts", None),
+    ("cell_overvoltage_protection", "volts", None),
+    ("cell_overvoltage_recovery", "volts", None),
     ("cell_overvoltage_protection_delay", "seconds", 5),
-    ("cell_undervoltage_protection", "volts", 2.50),
-    ("cell_undervoltage_recovery", "volts", 2.80),
+    ("cell_undervoltage_protection", "volts", None),
+    ("cell_undervoltage_recovery", "volts", None),
     ("cell_undervoltage_protection_delay", "seconds", 5),
     ("cell_voltage_difference_protection", "volts", 0.3),
     ("discharge_overcurrent_protection", "amperes", 150),
     ("discharge_overcurrent_protection_delay", "seconds", 300),
     ("charge_overcurrent_protection", "amperes", 100),
     ("charge_overcurrent_protection_delay", "seconds", 30),
-    ("balance_start", "volts", 3.40),
+    ("balance_start", "volts", None),
     ("balance_trigger_voltage_difference", "volts", 0.01),
     ("mosfet_overtemperature_protection", "celsius", 80),
     ("mosfet_overtemperature_recovery", "celsius", 70),
@@ -62,8 +58,7 @@ _SETTINGS = (
     ("battery_temperature_difference_protection", "celsius", 20),
     ("charge_overtemperature_protection", "celsius", 55),
     ("discharge_overtemperature_protection", "celsius", 60),
-    # a common field mistake the cold-charge alert exists for: -20 °C instead of 0 °C
-    ("charge_undertemperature_protection", "celsius", -20),
+    ("charge_undertemperature_protection", "celsius", None),
     ("charge_undertemperature_recovery", "celsius", -10),
     ("discharge_undertemperature_protection", "celsius", -20),
     ("discharge_undertemperature_recovery", "celsius", -10),
@@ -85,12 +80,16 @@ _JK_B_DEVICE = DeviceInfo(
 )
 
 
-def _ocv(soc: float) -> float:
-    soc = min(1.0, max(0.0, soc))
-    for (s0, v0), (s1, v1) in zip(_LFP_OCV, _LFP_OCV[1:]):
-        if soc <= s1:
-            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
-    return _LFP_OCV[-1][1]
+def _chemistry_settings(chemistry: str) -> Dict[str, float]:
+    row = CHEMISTRIES[chemistry]
+    return {"pack_overvoltage_protection": row.overvoltage,
+            "pack_undervoltage_protection": row.undervoltage,
+            "cell_overvoltage_protection": row.overvoltage,
+            "cell_overvoltage_recovery": row.overvoltage_recovery,
+            "cell_undervoltage_protection": row.undervoltage,
+            "cell_undervoltage_recovery": row.undervoltage_recovery,
+            "balance_start": row.balance_start,
+            "charge_undertemperature_protection": row.charge_undertemperature}
 
 
 class SimulatedBms:
@@ -104,7 +103,13 @@ class SimulatedBms:
         seed: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
         device: Optional[DeviceInfo] = None,
+        chemistry: str = "lifepo4",
     ) -> None:
+        if chemistry not in CHEMISTRIES:
+            raise ValueError("unknown chemistry %r (choose from %s)"
+                             % (chemistry, ", ".join(CHEMISTRIES)))
+        self.chemistry = chemistry
+        self._chemistry = CHEMISTRIES[chemistry]
         if scenario not in SCENARIOS:
             raise ValueError("unknown scenario %r (choose from %s)" % (scenario, ", ".join(SCENARIOS)))
         self._scenario = row = SCENARIOS[scenario]
@@ -112,7 +117,8 @@ class SimulatedBms:
             raise ValueError("cells must be 1…32, got %d" % cells)
         self.cells = cells
         self.scenario = scenario
-        self.device = device or _JK_B_DEVICE
+        self.device = device or dataclasses.replace(
+            _JK_B_DEVICE, battery_type={"nmc": "ternary"}.get(chemistry, chemistry))
         self.capacity_ah = capacity_ah
         self._clock = clock
         self._random = random.Random(seed)
@@ -131,7 +137,14 @@ class SimulatedBms:
 
     # ---------------------------------------------------------------- model
 
+    def _moment(self, elapsed: float) -> Optional[Moment]:
+        timeline = self._scenario.timeline
+        return None if timeline is None else timeline(elapsed, self._chemistry)
+
     def _current(self, elapsed: float) -> float:
+        moment = self._moment(elapsed)
+        if moment is not None:
+            return moment.current
         if self._scenario.current is not None:
             return self._scenario.current
         return round(20.0 * math.sin(2 * math.pi * elapsed / 600.0) + 2.0, 2)
@@ -140,8 +153,12 @@ class SimulatedBms:
         driven = self._scenario.driven_cell
         if driven is not None and index == driven[0]:
             return driven[1](elapsed)
+        moment = self._moment(elapsed)
+        if moment is not None and index == moment.cell[0]:
+            return moment.cell[1]
         noise = self._random.uniform(-0.001, 0.001)
-        return _ocv(self.soc) + current * _CELL_RESISTANCE + self._offsets[index - 1] + noise
+        return (self._chemistry.open_circuit_volts(self.soc) + current * _CELL_RESISTANCE
+                + self._offsets[index - 1] + noise)
 
     def reading(self) -> Reading:
         with self._lock:
@@ -167,21 +184,25 @@ class SimulatedBms:
             battery = round(22.0 + 2.0 * math.sin(elapsed / 900.0))
             temperatures = {"mosfet": round(25.0 + abs(current) * 0.15),
                             "battery1": battery, "battery2": battery - 1.0}
+        moment = self._moment(elapsed)
         alarm_bits = 0
-        for name in row.alarms:
+        for name in moment.alarms if moment is not None else row.alarms:
             alarm_bits |= 1 << jk_serial.ALARM_BITS.index(name)
-        charge_on = not row.charge_cut
+        charge_on = not row.charge_cut and (moment is None or moment.charge_on)
+        discharge_on = moment is None or moment.discharge_on
         if row.charge_cut:
             current = min(current, 0.0)
         spread = max(cells) - min(cells)
-        balancing = max(cells) >= 3.40 and spread >= 0.01
+        balancing = max(cells) >= self._chemistry.balance_start and spread >= 0.01
         status = (
             (jk_serial.STATUS_CHARGE_MOSFET if charge_on else 0)
-            | jk_serial.STATUS_DISCHARGE_MOSFET
+            | (jk_serial.STATUS_DISCHARGE_MOSFET if discharge_on else 0)
             | (jk_serial.STATUS_BALANCING if balancing else 0)
         )
+        own = _chemistry_settings(self.chemistry)
         settings = tuple(
-            Setting(name, unit, round(value * self.cells, 2) if name.startswith("pack_") else value)
+            Setting(name, unit, round(own[name] * self.cells, 2) if name.startswith("pack_")
+                    else own.get(name, value))  # type: ignore[arg-type]
             for name, unit, value in _SETTINGS
         )
         return Reading(
@@ -196,7 +217,7 @@ class SimulatedBms:
             nominal_capacity_coulombs=self.capacity_ah * COULOMBS_PER_AMPERE_HOUR,
             actual_capacity_coulombs=self.capacity_ah * COULOMBS_PER_AMPERE_HOUR,
             charge_mosfet_on=charge_on,
-            discharge_mosfet_on=True,
+            discharge_mosfet_on=discharge_on,
             balancing=balancing,
             switches_enabled={"charge": True, "discharge": True, "balancer": True,
                               "dedicated_charger": False},

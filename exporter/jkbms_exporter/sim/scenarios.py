@@ -12,6 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
+from .chemistry import Chemistry
+
+
+@dataclass(frozen=True)
+class Moment:
+    """What a timed scenario's pack does at one instant (see :attr:`Scenario.timeline`)."""
+
+    current: float
+    #: (cell number, its voltage): the one cell the event is about.
+    cell: Tuple[int, float]
+    alarms: Tuple[str, ...] = ()
+    charge_on: bool = True
+    discharge_on: bool = True
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -39,6 +53,9 @@ class Scenario:
     alarms: Tuple[str, ...] = ()
     #: The BMS has cut charging: charge MOSFET off, the current never positive.
     charge_cut: bool = False
+    #: A protection event over time: (seconds since start, the pack's chemistry) → what
+    #: the pack does then; it overrides ``current``, ``driven_cell``, ``alarms``, the cuts.
+    timeline: Optional[Callable[[float, Chemistry], Moment]] = None
 
 
 def _climbing_to_overvoltage(elapsed: float) -> float:
@@ -47,6 +64,42 @@ def _climbing_to_overvoltage(elapsed: float) -> float:
 
 def _falling_to_undervoltage(elapsed: float) -> float:
     return max(2.40, 2.65 - 0.01 * elapsed)
+
+
+#: protection-cycling: one cycle; the first trip comes 20 s after the start.
+CYCLE_SECONDS, CHARGE_SECONDS, CYCLE_START = 180.0, 90.0, 70.0
+
+
+def _protection_cycling(elapsed: float, chemistry: Chemistry) -> Moment:
+    """A runner cell (05) climbs 210 mV in 90 s of charging until the BMS's over-voltage
+    protection trips: charge MOSFET off for 90 s, the alarm bit for the first 30 s."""
+    phase = (elapsed + CYCLE_START) % CYCLE_SECONDS
+    top = chemistry.overvoltage
+    if phase < CHARGE_SECONDS:
+        return Moment(20.0, (5, top - 0.20 + 0.21 * phase / CHARGE_SECONDS))
+    resting = phase - CHARGE_SECONDS
+    return Moment(-2.0, (5, top - 0.20 + 0.05 * max(0.0, 1.0 - resting / 30.0)),
+                  alarms=("cell_overvoltage",) if resting < 30.0 else (), charge_on=False)
+
+
+#: fast-knee: normal discharge, the collapse, the BMS's delay, then its cut (seconds).
+KNEE_START, KNEE_SECONDS, KNEE_DELAY = 30.0, 90.0, 5.0
+
+
+def _fast_knee(elapsed: float, chemistry: Chemistry) -> Moment:
+    """Cell 03 collapses from 600 mV above the under-voltage protection to 10 mV below it in
+    90 s under a 40 A load; after its 5 s delay the BMS cuts the discharge (alarm bit for
+    30 s) and the cell relaxes. The state of charge stays at a false 60 %."""
+    floor = chemistry.undervoltage
+    if elapsed < KNEE_START:
+        return Moment(-40.0, (3, floor + 0.60))
+    if elapsed < KNEE_START + KNEE_SECONDS:
+        return Moment(-40.0, (3, floor + 0.60 - 0.61 * (elapsed - KNEE_START) / KNEE_SECONDS))
+    if elapsed < KNEE_START + KNEE_SECONDS + KNEE_DELAY:  # the BMS's protection delay
+        return Moment(-40.0, (3, floor - 0.01))
+    cut = elapsed - KNEE_START - KNEE_SECONDS - KNEE_DELAY
+    return Moment(0.0, (3, floor + 0.35), alarms=("cell_undervoltage",) if cut < 30.0 else (),
+                  discharge_on=False)
 
 
 SCENARIOS: Dict[str, Scenario] = {
@@ -65,6 +118,17 @@ SCENARIOS: Dict[str, Scenario] = {
     "alarms": Scenario(
         "BMS alarm bits cell_overvoltage and battery_undertemperature set, charge MOSFET off",
         alarms=("cell_overvoltage", "battery_undertemperature"), charge_cut=True),
+    "protection-cycling": Scenario(
+        "runner cell 05 trips the over-voltage protection every 3 minutes (first after 20 s): "
+        "alarm bit 30 s, charge MOSFET off 90 s",
+        start_soc=0.97, hold_soc=True, timeline=_protection_cycling),
+    "fast-knee": Scenario(
+        "cell 03 collapses to 10 mV under the under-voltage protection in 90 s at 40 A (from "
+        "30 s) while the SOC says a false 60 %; the BMS then cuts the discharge",
+        start_soc=0.60, hold_soc=True, timeline=_fast_knee),
+    "draining": Scenario(
+        "steady 60 A discharge from 20 %: 5 % in about 42 minutes", current=-60.0,
+        start_soc=0.20),
 }
 
 
