@@ -80,6 +80,11 @@ _JK_B_DEVICE = DeviceInfo(
 )
 
 
+def _ocv(soc: float) -> float:
+    """Open-circuit voltage of a LiFePO4 cell (bench/energy_bench.py uses it)."""
+    return CHEMISTRIES["lifepo4"].open_circuit_volts(soc)
+
+
 def _chemistry_settings(chemistry: str) -> Dict[str, float]:
     row = CHEMISTRIES[chemistry]
     return {"pack_overvoltage_protection": row.overvoltage,
