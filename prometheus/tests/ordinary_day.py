@@ -2,7 +2,9 @@
 """Write a promtool unit test of 24 hours of an ordinary solar day, which must raise no
 alert at all (issue 10: "quiet on an ordinary day").
 
-    python3 prometheus/tests/ordinary_day.py OUT.test.yml [--rules PATH]
+    .venv/bin/python prometheus/tests/ordinary_day.py OUT.test.yml [--rules PATH] [--hours N]
+
+(It uses the simulator's LiFePO4 voltage curve, so it needs the installed package.)
 
 Two 16S LiFePO4 packs of 280 Ah, one minute between samples, starting at midnight:
 
@@ -26,11 +28,10 @@ import math
 import random
 from typing import Dict, List, Sequence, Tuple
 
+from jkbms_exporter.sim.chemistry import CHEMISTRIES
+
 CELLS = 16
 CAPACITY_AH = 280.0
-#: (state of charge, open-circuit cell voltage) for LiFePO4.
-LFP_OCV = ((0.00, 2.80), (0.05, 3.10), (0.10, 3.20), (0.30, 3.27), (0.60, 3.30),
-           (0.90, 3.33), (0.97, 3.40), (1.00, 3.45))
 CELL_RESISTANCE = 0.001  # ohms per cell incl. busbars: the sag / rise with current
 ABSORPTION_VOLTS = 3.45  # per cell, the charger's constant-voltage stage
 LABELS = 'instance="pi:10025",job="jkbms",pack="%s"'
@@ -49,12 +50,8 @@ SETTINGS = (
 )
 
 
-def ocv(soc: float) -> float:
-    soc = min(1.0, max(0.0, soc))
-    for (s0, v0), (s1, v1) in zip(LFP_OCV, LFP_OCV[1:]):
-        if soc <= s1:
-            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
-    return LFP_OCV[-1][1]
+#: The simulator's LiFePO4 open-circuit voltage curve.
+ocv = CHEMISTRIES["lifepo4"].open_circuit_volts
 
 
 def load_amperes(minute: int, rng: random.Random) -> float:
