@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, List, Mapping, Tuple
 
-import math
-
 from .energy import SKIP_REASONS, EnergyTotals
 from .reading import NOT_REPORTED_KEY, READING_AGE_KEY, SETTING_UNITS, Reading, cell_label
 
@@ -206,7 +204,9 @@ def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
     skipped = {spec for name in reading.extra.get(NOT_REPORTED_KEY, ())  # type: ignore[union-attr]
                for spec in _FIELD_SPECS.get(str(name), ())}
     for spec, labels, value in _all_samples(reading, port):
-        if spec in skipped or (isinstance(value, float) and math.isnan(value)):
+        # `value != value` only for NaN; `skipped` is empty but for JK04 (hashing a spec
+        # for every sample costs more than the rest of this loop)
+        if value != value or (skipped and spec in skipped):
             continue
         yield spec, labels, value
     age = reading.extra.get(READING_AGE_KEY)

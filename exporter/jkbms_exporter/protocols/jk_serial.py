@@ -298,8 +298,12 @@ def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw
     stored (spec §6.2: "do not export").
     """
     registers: Dict[int, Raw] = {}
+    kinds = _KIND_BY_TAG
     for tag, offset, value in _records(info, base_offset):
-        if tag == CELLS_TAG:
+        kind = kinds.get(tag)
+        if kind == "u":
+            registers[tag] = int.from_bytes(value, "big")
+        elif tag == CELLS_TAG:
             cells = value[1:]
             if len(cells) % 3:
                 raise FrameError(
@@ -308,15 +312,15 @@ def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw
             registers[tag] = tuple(
                 (cells[i], (cells[i + 1] << 8) | cells[i + 2]) for i in range(0, len(cells), 3)
             )
-            continue
-        row = REGISTER_BY_TAG[tag]
-        if row.kind == "secret":
-            continue
-        if row.kind == "str":
+        elif kind == "str":
             registers[tag] = bytes(value)
-        else:
-            registers[tag] = int.from_bytes(value, "big", signed=row.kind == "i")
+        elif kind != "secret":
+            registers[tag] = int.from_bytes(value, "big", signed=kind == "i")
     return registers
+
+
+#: How :func:`walk_registers` keeps each tag's value (``u`` is by far the most common).
+_KIND_BY_TAG = {tag: row.kind for tag, row in REGISTER_BY_TAG.items()}
 
 
 def _field(row: Register, value: Raw) -> bytes:

@@ -84,10 +84,13 @@ def decode_text(raw: bytes) -> str:
     space, so what follows keeps its position (``beki        JK_B1A24S15P``); NUL/space
     padding at either end is dropped; bytes outside printable ASCII become ``?``.
     """
-    text = "".join(
-        " " if byte == 0 else chr(byte) if 0x20 <= byte <= 0x7E else "?" for byte in raw
-    )
-    return text.strip(" ")
+    return bytes(raw).translate(_TEXT_BYTES).decode("ascii").strip(" ")
+
+
+#: decode_text's byte mapping: NUL → space, printable ASCII kept, anything else → ``?``.
+_TEXT_BYTES = bytes(
+    0x20 if byte == 0 else byte if 0x20 <= byte <= 0x7E else ord("?") for byte in range(256)
+)
 
 
 def split_software_version(text: str) -> Tuple[str, str]:

@@ -13,7 +13,7 @@ from ..errors import FrameError
 from ..reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
 from .jk_serial_layout import (
     ALARM_BITS, BATTERY_TYPES, CELLS_TAG, CURRENT_TAG, PROTOCOL_NAME, PROTOCOL_VERSION_TAG,
-    Raw, REGISTER_BY_NAME, REGISTER_BY_TAG, REQUIRED_TAGS, SETTINGS, STATUS_BALANCING,
+    Raw, Register, REGISTER_BY_NAME, REGISTER_BY_TAG, REQUIRED_TAGS, SETTINGS, STATUS_BALANCING,
     STATUS_CHARGE_MOSFET, STATUS_DISCHARGE_MOSFET, TEMPERATURE_SENSORS,
 )
 from .jk_serial_quirks import (
@@ -31,6 +31,22 @@ def _cells(raw: Sequence[Tuple[int, int]]) -> Tuple[float, ...]:
     if indices != list(range(1, len(raw) + 1)):
         raise FrameError("cell indices %s are not 1…%d" % (indices, len(raw)))
     return tuple(mv / 1000.0 for _, mv in sorted(raw))
+
+
+#: (tag, raw value) → its Setting: a BMS sends the same settings read after read, and a
+#: frozen dataclass costs more to build than to look up. Bounded: cleared when full.
+_settings_seen: Dict[Tuple[int, int], Setting] = {}
+_SETTINGS_SEEN_LIMIT = 1024
+
+
+def _setting(row: Register, raw: int) -> Setting:
+    setting = _settings_seen.get((row.tag, raw))
+    if setting is None:
+        setting = Setting(row.name, row.unit, round(int(raw) * row.scale, 6))
+        if len(_settings_seen) >= _SETTINGS_SEEN_LIMIT:
+            _settings_seen.clear()
+        _settings_seen[(row.tag, raw)] = setting
+    return setting
 
 
 def registers_to_reading(registers: Mapping[int, Raw]) -> Reading:
@@ -69,11 +85,8 @@ def registers_to_reading(registers: Mapping[int, Raw]) -> Reading:
         )
         if enabled is not None
     }
-    settings = tuple(
-        Setting(row.name, row.unit, round(int(registers[row.tag]) * row.scale, 6))  # type: ignore[arg-type]
-        for row in SETTINGS
-        if row.tag in registers
-    )
+    settings = tuple(_setting(row, registers[row.tag]) for row in SETTINGS  # type: ignore[arg-type]
+                     if row.tag in registers)
     extra: Dict[str, object] = {
         "current_raw": registers[CURRENT_TAG],
         "protocol_version": protocol_version,
