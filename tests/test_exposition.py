@@ -18,13 +18,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.utils import floatToGoString
 
 from jkbms_exporter.collector import JkbmsCollector, Poller, status_samples
-from jkbms_exporter.exposition import (
-    SeriesLabels,
-    format_value,
-    join_families,
-    make_metrics_app,
-    render_registry,
-)
+from jkbms_exporter.exposition import join_families, render_registry
+from jkbms_exporter.series import SeriesLabels, format_value
 from jkbms_exporter.metrics import MetricSpec, reading_samples
 from jkbms_exporter.pack import JkSerialProtocol, Pack
 from jkbms_exporter.protocols import jk_serial

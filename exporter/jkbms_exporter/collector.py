@@ -20,14 +20,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from typing import (
+    TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple,
+)
 
 from . import __version__
 from .energy import EnergyIntegrator
 from .errors import READ_ERROR_REASONS, ReadTimeout, reason_of
-from .exposition import RenderedFamily, RenderedPart, SeriesLabels, SpecSample, join_families
 from .metrics import (
     ALL_SPECS,
     BUILD_INFO,
@@ -42,6 +41,10 @@ from .metrics import (
 )
 from .pack import DEFAULT_CHEMISTRY, Pack
 from .reading import READING_AGE_KEY, Reading
+from .series import RenderedPart, SeriesLabels, SpecSample
+
+if TYPE_CHECKING:  # the exposition side imports prometheus_client: only when serving
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +256,8 @@ class Poller:
 
 
 def _family(spec: MetricSpec, pack_labels: Tuple[str, ...]) -> Metric:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     labels = list(pack_labels + spec.labels)
     if spec.kind == "counter":
         return CounterMetricFamily(spec.full_name[: -len("_total")], spec.help, labels=labels)
@@ -291,6 +296,8 @@ class JkbmsCollector:
             yield _family(spec, () if spec is BUILD_INFO else self.poller.label_names)
 
     def collect(self) -> Iterator[Metric]:
+        from .exposition import RenderedFamily, join_families
+
         snapshot = self.poller.poll()
         families: Dict[str, RenderedFamily] = {}
         for result in snapshot.results:
