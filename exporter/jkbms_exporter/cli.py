@@ -14,9 +14,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, List, Optional, Sequence
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
 from . import __version__, ranges
 from .protocols import jk_serial
@@ -31,30 +29,29 @@ from .config import (
     load_config_file,
     parse_device_flag,
 )
-from .links.ble import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCAN_TIMEOUT, is_ble_url
+from .links.ble import is_ble_url
 from .errors import JkbmsError
-from .web.server import DEFAULT_LISTEN_ADDRESS, ExporterApp, make_http_server, parse_listen_address
+from .web.address import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import reading_to_json
 from .pack import DEFAULT_READ_TIMEOUT
 from .links.pb_bus import DEFAULT_REPLY_TIMEOUT, EXTRA_FRAMES
 from .report import render_reading
-from .sim.bms import SimulatedBms
-from .sim.pb_bus import PbBusBms, jk_pb_device
 from .sim.chemistry import CHEMISTRIES
+from .sim.faults import FAULTS, fault_help
 from .sim.scenarios import SCENARIOS, scenario_help
-from .sim.serve import FAULTS, PtySimulator, TcpSimulator, fault_help
 from .links.serial import DEFAULT_BAUDRATE, check_url
-from .web.webconfig import load_web_config
+
+# What only some commands use is imported in them (the simulators, the web server and
+# prometheus_client, Bluetooth): a one-shot `read` starts in a fraction of the time.
+if TYPE_CHECKING:
+    from .sim.pb_bus import PbBusBms
 
 log = logging.getLogger("jkbms_exporter")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-#: ``read`` of a BLE URL: find the device, connect, wait for the first frame.
-BLE_FIRST_READ_TIMEOUT = DEFAULT_SCAN_TIMEOUT + DEFAULT_CONNECT_TIMEOUT + 5.0
 
 #: Name of the in-process simulated pack of ``serve --simulate``.
 SIMULATED_PACK = "sim"
@@ -265,6 +262,8 @@ def _catch_stop_signals() -> Callable[[], None]:
 def _simulator_link(bms: Any, **options: Any) -> Any:
     """The in-process simulator behind a pseudo-terminal, so the real serial path is used;
     where no pseudo-terminal can be had (some containers), behind a loopback TCP gateway."""
+    from .sim.serve import PtySimulator, TcpSimulator
+
     try:
         return PtySimulator(bms, **options)
     except OSError as error:
@@ -276,6 +275,12 @@ def _simulator_link(bms: Any, **options: Any) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from .sim.bms import SimulatedBms
+    from .web.server import ExporterApp, make_http_server
+    from .web.webconfig import load_web_config
+
     if not args.telemetry_path.startswith("/") or args.telemetry_path == "/":
         raise UsageError("--web.telemetry-path must start with / and not be / itself")
     try:
@@ -357,8 +362,11 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.protocol == "jk-pb" and args.address is None:
         raise UsageError("read: --protocol jk-pb needs --address (the pack's DIP address 1-15)")
     read_timeout = args.read_timeout
-    if is_ble_url(args.url):  # connecting and the first frame take seconds
-        read_timeout = max(read_timeout or 0.0, BLE_FIRST_READ_TIMEOUT)
+    if is_ble_url(args.url):  # find the device, connect, wait for the first frame: seconds
+        from .links.ble import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCAN_TIMEOUT
+
+        read_timeout = max(read_timeout or 0.0,
+                           DEFAULT_SCAN_TIMEOUT + DEFAULT_CONNECT_TIMEOUT + 5.0)
     config = PackConfig("1", args.url, args.baud, read_timeout, protocol=args.protocol,
                         address=args.address if args.protocol != "jk-serial" else None)
     (pack,) = build_packs([config])
@@ -414,6 +422,9 @@ PB_LATENCY = 0.05
 def simulated_bus(addresses: Sequence[int], cells: int, scenario: str,
                   master: bool = False, chemistry: str = "lifepo4") -> PbBusBms:
     """JK-PB packs at ``addresses``; the first one runs ``scenario``, the others are healthy."""
+    from .sim.bms import SimulatedBms
+    from .sim.pb_bus import PbBusBms, jk_pb_device
+
     return PbBusBms({
         address: SimulatedBms(cells=cells, scenario=scenario if index == 0 else "normal",
                               seed=address, device=jk_pb_device(address), chemistry=chemistry)
@@ -433,6 +444,9 @@ def _addresses(text: str) -> List[int]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from .sim.bms import SimulatedBms
+    from .sim.serve import PtySimulator, TcpSimulator
+
     latency = args.latency
     if args.protocol == "jk-pb":
         bms: object = simulated_bus(_addresses(args.addresses), args.cells, args.scenario,

@@ -23,7 +23,6 @@ from .links import ble as ble_link
 from .links.ble import is_ble_url
 from .pack import (CHEMISTRIES, DEFAULT_CHEMISTRY, DEFAULT_READ_TIMEOUT, AutoProtocol,
                    JkSerialProtocol, Pack, ReadProtocol)
-from .links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
 from .links.serial import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport, check_url
 
 #: Pack names become the ``pack`` label: keep them to what reads well in PromQL and URLs.
@@ -339,6 +338,8 @@ def build_ble_pack(name: str, url: str, read_timeout: float, invert_current: boo
 def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
     """Packs with one shared transport per URL, and one :class:`PbBus` per JK-PB bus."""
     check_configs(configs)
+    if any(_shares_bus(config) for config in configs):  # a jk-serial read never needs it
+        from .links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
     transports: Dict[str, SerialTransport] = {}
     buses: Dict[str, PbBus] = {}
     packs: List[Pack] = []

@@ -12,9 +12,10 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .bms import ReplayBms, SimulatedBms
+from .faults import FAULTS, fault_help  # noqa: F401 (part of this module's interface)
 from .pb_bus import PbBusBms
 
 
@@ -22,21 +23,6 @@ DEFAULT_LATENCY = 0.09
 
 
 DEFAULT_BAUDRATE = 115200
-
-
-#: Transmission faults a simulated link can show (independent of the scenario, which is
-#: what the BMS measures). Each is what users see on real links.
-FAULTS: Dict[str, str] = {
-    "none": "answer every request correctly",
-    "silent": "no answer at all (wrong wiring, sleeping BMS)",
-    "partial": "the first part of the reply, then silence",
-    "junk-before": "line noise before the reply",
-    "bad-checksum": "a reply whose checksum does not match",
-    "bad-length": "a reply whose length field is wrong",
-    "chunked": "the reply in tiny chunks with pauses (USB latency timers, TCP gateways)",
-    "trailing-junk": "extra bytes after the reply",
-    "trickle": "the reply a few bytes at a time, too slowly to finish before a deadline",
-}
 
 
 #: Where every request frame a simulator receives is appended in hex (one per line), when
@@ -424,7 +410,3 @@ class TcpSimulator(_StreamServer):
     def stop(self) -> None:
         super().stop()
         self.reset()
-
-
-def fault_help() -> str:
-    return "; ".join("%s: %s" % item for item in FAULTS.items())

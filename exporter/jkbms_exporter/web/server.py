@@ -22,35 +22,15 @@ from prometheus_client import CollectorRegistry
 from ..collector import Poller
 from ..exposition import make_metrics_app
 from .landing import current_snapshot, landing_page, pack_cards
+from .address import DEFAULT_LISTEN_ADDRESS, DEFAULT_PORT, parse_listen_address  # noqa: F401
 from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 10025
-DEFAULT_LISTEN_ADDRESS = ":%d" % DEFAULT_PORT
 #: Largest request body we accept at all (scrapes have none).
 MAX_REQUEST_BODY = 8192
 
 StartResponse = Callable[..., object]
-
-
-def parse_listen_address(text: str) -> Tuple[str, int]:
-    """``:10025``, ``0.0.0.0:10025``, ``[::1]:10025``, ``localhost:10025`` → (host, port).
-
-    An empty host means every interface (IPv6 and IPv4 where the system allows it).
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise ValueError("listen address %r must look like HOST:PORT or :PORT" % text)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError("listen address %r has no valid port number" % text) from None
-    if not 0 <= port <= 65535:
-        raise ValueError("port %d in %r is out of range" % (port, text))
-    return host, port
 
 
 class ExporterApp:

@@ -41,19 +41,36 @@ Rooms: :mod:`.url` (URLs), :mod:`.backend` (the radio seam, bleak, GATT), :mod:`
 """
 
 # The package's public names: ``from jkbms_exporter.links import ble; ble.X`` names every
-# part of the BLE link.
-from .url import (  # noqa: F401
-    BleTarget, DEFAULT_MAX_AGE, is_ble_url, parse_ble_url, SCHEME, SIM_SCHEME,
-)
-from .backend import (  # noqa: F401
-    BleakBackend, BleakMissingError, BleBackend, BleClient, CHARACTERISTIC_UUID,
-    default_backend, JK_MANUFACTURER_ID, LinkError, missing_bleak, normalize_uuid, pick_characteristics, SERVICE_UUID,
-)
-from .link import (  # noqa: F401
-    BACKOFF_INITIAL, BACKOFF_MAX, BleFrames, BleStatus, BleTransport, COMMAND_CELL_INFO,
-    COMMAND_DEVICE_INFO, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DEVICE_INFO_WAIT, DEFAULT_REQUEST_INTERVAL, DEFAULT_SCAN_TIMEOUT,
-    DEFAULT_STALL_TIMEOUT, NotAReadCommandError,
-)
-from .protocol import AGE_KEY, build_ble_pack, Jk02BleProtocol, reading_age  # noqa: F401
-from .scan import format_scan_results, jk_evidence, JK_NAME, scan_ble, ScanResult  # noqa: F401
+# part of the BLE link. They are loaded on first use (PEP 562): asyncio and the GATT code
+# cost a one-shot command that never touches Bluetooth more than its whole serial read.
+_PUBLIC = {
+    "url": ("BleTarget", "DEFAULT_MAX_AGE", "is_ble_url", "parse_ble_url", "SCHEME",
+            "SIM_SCHEME"),
+    "backend": ("BleakBackend", "BleakMissingError", "BleBackend", "BleClient",
+                "CHARACTERISTIC_UUID", "default_backend", "INSTALL_HINT", "JK_MANUFACTURER_ID",
+                "LinkError", "MISSING_BLEAK", "normalize_uuid", "pick_characteristics",
+                "SERVICE_UUID"),
+    "link": ("BACKOFF_INITIAL", "BACKOFF_MAX", "BleFrames", "BleStatus", "BleTransport",
+             "COMMAND_CELL_INFO", "COMMAND_DEVICE_INFO", "DEFAULT_CLOSE_TIMEOUT",
+             "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_DEVICE_INFO_WAIT", "DEFAULT_REQUEST_INTERVAL",
+             "DEFAULT_SCAN_TIMEOUT", "DEFAULT_STALL_TIMEOUT", "NotAReadCommandError"),
+    "protocol": ("AGE_KEY", "build_ble_pack", "Jk02BleProtocol", "reading_age"),
+    "scan": ("format_scan_results", "jk_evidence", "JK_NAME", "scan_ble", "ScanResult"),
+}
+_ROOM_OF = {name: room for room, names in _PUBLIC.items() for name in names}
+__all__ = sorted(_ROOM_OF)
+
+
+def __getattr__(name: str) -> object:
+    room = _ROOM_OF.get(name)
+    if room is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    import importlib
+
+    value = getattr(importlib.import_module("%s.%s" % (__name__, room)), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_ROOM_OF))

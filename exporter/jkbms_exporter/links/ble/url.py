@@ -14,7 +14,6 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from ...protocols import jk02
 
 
 SCHEME = "ble://"
@@ -85,6 +84,8 @@ def parse_ble_url(url: str) -> BleTarget:
     generation = values.get("generation") or None
     if generation is not None:
         generation = generation.upper()
+        from ...protocols import jk02  # here: is_ble_url must stay cheap to import
+
         if generation not in jk02.GENERATIONS:
             raise ValueError("generation=%s: choose from %s"
                              % (values["generation"], ", ".join(jk02.GENERATIONS)))
