@@ -277,7 +277,6 @@ def _simulator_link(bms: Any, **options: Any) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from .sim.bms import SimulatedBms
     from .web.server import ExporterApp, make_http_server
     from .web.webconfig import load_web_config
 
@@ -311,6 +310,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            energy_max_gap=args.energy_max_gap, chemistry=args.simulate_chemistry)
                 for address in addresses)
         else:
+            from .sim.bms import SimulatedBms
+
             bms = SimulatedBms(cells=args.simulate_cells, scenario=args.simulate_scenario,
                                chemistry=args.simulate_chemistry)
             simulator = _simulator_link(bms, fault=args.simulate_fault)
