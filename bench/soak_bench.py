@@ -1,6 +1,8 @@
 """Soak benchmark (not part of the test suite): the exporter under a random fault schedule.
 
     .venv/bin/python bench/soak_bench.py [--minutes 30] [--seed 1]
+    .venv/bin/python bench/soak_bench.py --packs 16 --scrapes 100000 --interval 0 \
+        --latency 0 --no-pacing --no-faults      # memory over many scrapes, fast
 
 Runs the real exporter as a subprocess (`jkbms-exporter serve`) reading 4 simulated packs,
 each behind its own TCP serial gateway in this process, with BMS-like answer latency (90 ms)
@@ -12,7 +14,13 @@ longer) and reports:
 - success ratio on healthy intervals: scrapes of a pack whose link had been healthy for at
   least the recovery allowance (the longest reopen backoff, 5 s, plus one scrape), up == 1;
 - p50 / p99 / max scrape time;
-- the exporter's RSS and open file descriptors at start and at end.
+- the exporter's RSS and open file descriptors at start and at end, and its RSS along
+  the way (after 1 000 scrapes, at 10 %, 50 % and 100 % of the run): flat means no growth
+  from the 10 % mark on.
+
+``--packs``, ``--interval`` (0: back to back), ``--latency`` (the BMS's answer time),
+``--no-pacing``, ``--no-faults`` and ``--scrapes`` (stop after that many instead of after
+``--minutes``) make a fast memory soak of many packs: 100 000 scrapes in well under an hour.
 """
 
 from __future__ import annotations
@@ -40,10 +48,13 @@ LINK_FAULTS = [f for f in FAULTS if f != "none"] + ["reset"]
 
 
 class ScheduledPack:
-    def __init__(self, name: str, rng: random.Random) -> None:
+    def __init__(self, name: str, rng: random.Random, latency: float = 0.09,
+                 pacing: bool = True) -> None:
         self.name = name
         self.rng = rng
-        self.sim = TcpSimulator(SimulatedBms(cells=16, seed=rng.randrange(10**6))).start()
+        self.sim = TcpSimulator(SimulatedBms(cells=16, seed=rng.randrange(10**6)),
+                                latency=latency,
+                                baudrate=115200 if pacing else None).start()
         self.fault = "none"
         self.healthy_since = time.monotonic()
         self.faults_started: Dict[str, int] = {}
@@ -80,7 +91,8 @@ class ScheduledPack:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         if self.fault == "reset":
             self.sim.restore()
         self.sim.stop()
@@ -108,9 +120,21 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--port", type=int, default=19025)
+    parser.add_argument("--packs", type=int, default=PACKS)
+    parser.add_argument("--scrapes", type=int, default=0,
+                        help="stop after this many scrapes (default: run --minutes)")
+    parser.add_argument("--interval", type=float, default=0.1,
+                        help="seconds from one scrape's start to the next (default: 0.1)")
+    parser.add_argument("--latency", type=float, default=0.09,
+                        help="the simulated BMS's answer time (default: 0.09)")
+    parser.add_argument("--no-pacing", dest="pacing", action="store_false",
+                        help="send replies at once instead of at 115200 Bd")
+    parser.add_argument("--no-faults", dest="faults", action="store_false",
+                        help="no fault schedule: every pack stays healthy")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    packs = [ScheduledPack("pack%d" % i, random.Random(rng.random())) for i in range(1, PACKS + 1)]
+    packs = [ScheduledPack("pack%d" % i, random.Random(rng.random()), args.latency, args.pacing)
+             for i in range(1, args.packs + 1)]
     command = [sys.executable, "-m", "jkbms_exporter", "serve", "--min-interval", "0",
                "--web.listen-address", "127.0.0.1:%d" % args.port, "--log.level", "error"]
     for pack in packs:
@@ -127,15 +151,19 @@ def main() -> None:
                 raise
             time.sleep(0.1)
     start_status = proc_status(exporter.pid)
-    for pack in packs:
-        pack.start()
+    if args.faults:
+        for pack in packs:
+            pack.start()
+    marks = sorted({1000, args.scrapes // 10, args.scrapes // 2} - {0}) if args.scrapes else []
+    rss_along: List[str] = []
 
     durations: List[float] = []
     healthy_ok = healthy_total = 0
     failed_scrapes = 0
     end = time.monotonic() + args.minutes * 60
     next_report = time.monotonic() + 60
-    while time.monotonic() < end:
+    started = time.monotonic()
+    while (len(durations) < args.scrapes) if args.scrapes else (time.monotonic() < end):
         began = time.monotonic()
         healthy = {p.name: p.healthy_for() >= RECOVERY_ALLOWANCE for p in packs}
         try:
@@ -145,6 +173,8 @@ def main() -> None:
             continue
         took = time.monotonic() - began
         durations.append(took)
+        if len(durations) in marks:
+            rss_along.append("after %d scrapes: %s" % (len(durations), proc_status(exporter.pid)))
         ups = parse_up(text)
         for pack in packs:  # healthy before and after the scrape
             if healthy[pack.name] and pack.healthy_for() >= RECOVERY_ALLOWANCE:
@@ -153,9 +183,9 @@ def main() -> None:
         if time.monotonic() > next_report:
             next_report += 60
             print("  %4.0f s: %d scrapes, healthy success %d/%d, %s" % (
-                args.minutes * 60 - (end - time.monotonic()), len(durations), healthy_ok,
+                time.monotonic() - started, len(durations), healthy_ok,
                 healthy_total, proc_status(exporter.pid)), flush=True)
-        time.sleep(max(0.0, 0.1 - took))
+        time.sleep(max(0.0, args.interval - took))
 
     end_status = proc_status(exporter.pid)
     exporter.terminate()
@@ -166,8 +196,11 @@ def main() -> None:
         for fault, count in pack.faults_started.items():
             faults[fault] = faults.get(fault, 0) + count
     ordered = sorted(durations)
-    print("soak: %.1f min, %d packs, %d scrapes (%d failed HTTP requests)"
-          % (args.minutes, PACKS, len(durations), failed_scrapes))
+    print("soak: %.1f min, %d packs, %d scrapes (%d failed HTTP requests); BMS answer %g s,"
+          " %s, faults %s" % ((time.monotonic() - started) / 60, args.packs, len(durations),
+                              failed_scrapes, args.latency,
+                              "paced at 115200 Bd" if args.pacing else "not paced",
+                              "on" if args.faults else "off"))
     print("faults injected: " + ", ".join("%s %d" % kv for kv in sorted(faults.items())))
     print("success ratio on healthy intervals: %d/%d = %.4f"
           % (healthy_ok, healthy_total, healthy_ok / max(1, healthy_total)))
@@ -175,6 +208,8 @@ def main() -> None:
         statistics.median(ordered) * 1000, ordered[int(0.99 * (len(ordered) - 1))] * 1000,
         ordered[-1] * 1000))
     print("exporter at start: " + start_status)
+    for line in rss_along:
+        print("exporter " + line)
     print("exporter at end:   " + end_status)
 
 
