@@ -999,3 +999,10 @@ def test_settings_connection_wire_resistances_are_32_words_from_offset_142() -> 
     assert len(ohms) == 32 and ohms[0] > 0
     assert list(ohms) == pytest.approx([ohms[0] * (i + 1) for i in range(32)])
     assert values["device_address"] == 7
+
+
+def test_logbook_entries_are_a_little_endian_u32_stamp_then_a_code() -> None:
+    # the vector's bytes from offset 11: 00000000 01 | ee000000 44 | af5c2600 1b | d85c2600 1c
+    decoded = jk02.decode_frame(frame_bytes(FRAMES["logbook_jk02_32s"]), jk02.JK02_32S)
+    assert decoded.values["log_entries"] == ((0, 0x01), (0xEE, 0x44), (0x265CAF, 0x1B),
+                                             (0x265CD8, 0x1C))
