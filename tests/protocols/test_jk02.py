@@ -1006,3 +1006,20 @@ def test_logbook_entries_are_a_little_endian_u32_stamp_then_a_code() -> None:
     decoded = jk02.decode_frame(frame_bytes(FRAMES["logbook_jk02_32s"]), jk02.JK02_32S)
     assert decoded.values["log_entries"] == ((0, 0x01), (0xEE, 0x44), (0x265CAF, 0x1B),
                                              (0x265CD8, 0x1C))
+
+
+def test_cell_info_32s_extras_no_vector_varies_are_where_both_sources_put_them() -> None:
+    # jk-02-frames.md (cell info, 32S): 222 u16 charge current-sensor voltage (mV),
+    # 278 u16 charge-stage elapsed (s), 280 u8 charge stage, 281 u8 dry-contact bits;
+    # syssi/esphome-jk-bms docs/protocol-design-ble.md (Cell Info Frame, JK02_32S) has the
+    # same 278-279, 280 and 281. A real frame with those bytes changed:
+    frame = bytearray(frame_bytes(FRAMES["cell_info_jk02_32s_v11"]))
+    frame[222:224] = (1234).to_bytes(2, "little")
+    frame[278:280] = (0x0A0B).to_bytes(2, "little")
+    frame[280] = 2
+    frame[281] = 0b110
+    frame[299] = sum(frame[:299]) & 0xFF
+    values = jk02.decode_frame(bytes(frame), jk02.JK02_32S).values
+    assert values["charge_current_sensor_voltage"] == pytest.approx(1.234)
+    assert values["charge_stage_elapsed"] == 0x0A0B
+    assert values["charge_stage"] == 2 and values["dry_contacts_bitmask"] == 0b110
