@@ -308,3 +308,14 @@ def test_good_reads_feed_the_energy_counters(servers: List) -> None:
     assert charged > 0 and value(second, "jkbms_discharge_energy_joules_total", pack="a") == 0
     assert value(second, "jkbms_charge_coulombs_total", pack="a") > 0
     poller.close()
+
+
+def test_a_short_scrape_timeout_is_kept_too(servers: List) -> None:
+    silent = start_sim(servers, fault="silent")
+    poller, registry = make([PackConfig("hang", silent.url, read_timeout=30.0)],
+                            min_interval=0, scrape_timeout=0.3)
+    started = time.monotonic()
+    samples = scrape(registry)
+    assert time.monotonic() - started < 1.0
+    assert value(samples, "jkbms_read_errors_total", pack="hang", reason="timeout") == 1
+    poller.close()
