@@ -1023,3 +1023,22 @@ def test_cell_info_32s_extras_no_vector_varies_are_where_both_sources_put_them()
     assert values["charge_current_sensor_voltage"] == pytest.approx(1.234)
     assert values["charge_stage_elapsed"] == 0x0A0B
     assert values["charge_stage"] == 2 and values["dry_contacts_bitmask"] == 0b110
+
+
+def test_device_info_32s_protocol_and_charge_time_fields() -> None:
+    # jk-02-frames.md device info: 184/185 u8 UART1/CAN protocol number, 186 u32 UART1
+    # protocol-enable bits, 218/219 u8 UART2 protocol number/enable, 266/267 u8 RCV/RFV time
+    # in 0.1 h; ESPHome's notes (Device Info Frame, JK02_32S) agree on 184, 185, 218, 219,
+    # 266 and 267. A real frame with those bytes changed:
+    frame = bytearray(frame_bytes(FRAMES["device_info_jk02_32s_v11"]))
+    frame[184], frame[185] = 3, 5
+    frame[186:190] = (0x01020304).to_bytes(4, "little")
+    frame[218], frame[219] = 7, 1
+    frame[266], frame[267] = 10, 25  # 1.0 h and 2.5 h
+    frame[299] = sum(frame[:299]) & 0xFF
+    values = jk02.decode_frame(bytes(frame), jk02.JK02_32S).values
+    assert (values["uart1_protocol"], values["can_protocol"]) == (3, 5)
+    assert values["uart1_protocol_enable_bitmask"] == 0x01020304
+    assert (values["uart2_protocol"], values["uart2_protocol_enable"]) == (7, 1)
+    assert values["request_charge_voltage_time"] == 3600
+    assert values["request_float_voltage_time"] == 9000
