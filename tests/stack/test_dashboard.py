@@ -678,3 +678,14 @@ def test_data_needs_name_every_condition_some_panel_waits_for(dashboard: dict) -
     seen = set().union(*needs)
     assert seen == set(_NEEDS.values()) | {"a bank label", "an alarm bit set"}, seen
     assert sum(1 for n in needs if not n) >= 40  # most queries need only a pack being read
+
+
+def test_every_alert_the_dashboard_names_exists(dashboard: dict) -> None:
+    """Descriptions point users to alerts by name: those names must be the rules' names."""
+    alerts = set()
+    for path in RULES_DIR.glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            alerts.update(rule["alert"] for rule in group["rules"] if "alert" in rule)
+    named = set(re.findall(r"\bJkbms[A-Z]\w+", DASHBOARD.read_text(encoding="utf-8")))
+    assert len(named) >= 8
+    assert named <= alerts, "no such alert: %s" % sorted(named - alerts)
