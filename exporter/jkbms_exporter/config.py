@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import ranges, yamlfile
+from . import ranges
 from .energy import DEFAULT_MAX_GAP
 from .errors import ConfigError
 from .links import ble as ble_link
@@ -24,6 +24,9 @@ from .links.ble import is_ble_url
 from .pack import (CHEMISTRIES, DEFAULT_CHEMISTRY, DEFAULT_READ_TIMEOUT, AutoProtocol,
                    JkSerialProtocol, Pack, ReadProtocol)
 from .links.serial import DEFAULT_BAUDRATE, DEFAULT_MIN_GAP, SerialTransport, check_url
+
+if TYPE_CHECKING:  # PyYAML is loaded only to read a config file: `read` starts faster
+    from . import yamlfile
 
 #: Pack names become the ``pack`` label: keep them to what reads well in PromQL and URLs.
 _PACK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -226,6 +229,8 @@ def _labels(raw: Any, fail: Any, environ: Mapping[str, str]) -> Tuple[Tuple[str,
 def parse_config(text: str, path: str = "<config>",
                  environ: Optional[Mapping[str, str]] = None) -> List[PackConfig]:
     """The packs a configuration file defines (validated; see the module doc)."""
+    from . import yamlfile
+
     environ = os.environ if environ is None else environ
     source = yamlfile.YamlFile(path)
     document = source.load(text)
@@ -265,6 +270,8 @@ def parse_config(text: str, path: str = "<config>",
 
 
 def load_config_file(path: str) -> List[PackConfig]:
+    from . import yamlfile
+
     source = yamlfile.YamlFile(path)
     return parse_config(source.read(), path)
 
