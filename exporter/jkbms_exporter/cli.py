@@ -14,10 +14,11 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from . import __version__, ranges
 from .protocols import jk_serial
+from .protocols.jk02_layout import GENERATIONS
 from .energy import DEFAULT_MAX_GAP
 from .collector import DEFAULT_MIN_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, JkbmsCollector, Poller
 from .config import (
@@ -30,7 +31,7 @@ from .config import (
     parse_device_flag,
 )
 from .links.ble import is_ble_url
-from .errors import JkbmsError
+from .errors import JkbmsError, TransportError
 from .web.address import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import reading_to_json
@@ -176,15 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     logging_flags(read)
 
     decode = commands.add_parser(
-        "decode", help="decode a captured reply frame",
-        description="Decode a captured 4E57 reply frame given in hex (spaces, colons and 0x "
-        "prefixes are ignored; junk before the 4E 57 start is skipped).",
+        "decode", help="decode a captured reply frame, Bluetooth records or a JK-PB capture",
+        description="Decode what a log holds, given in hex (spaces, colons and 0x prefixes "
+        "are ignored; junk before a frame is skipped): a 4E57 reply frame, JK02/JK04 "
+        "'55 AA EB 90' records from a Bluetooth log (a device-info record tells the layout, "
+        "else give --generation), or a JK-PB bus capture (55 AA frames each followed by "
+        "their Modbus acknowledgement). The kind is detected from the bytes.",
     )
     decode.add_argument("hex", nargs="?", default="-", metavar="HEX",
                         help="the frame in hex, or - (default) to read it from standard input")
     decode.add_argument("--json", action="store_true", help="print JSON instead of a table")
     decode.add_argument("--no-verify", dest="verify", action="store_false",
                         help="decode even when the checksum does not match")
+    decode.add_argument("--generation", type=str.upper, choices=GENERATIONS, metavar="GEN",
+                        help="layout of 55 AA records when no device-info record is in the "
+                        "capture: %s" % ", ".join(GENERATIONS))
+    decode.add_argument("--address", type=_in(ranges.PB_ADDRESS), metavar="N",
+                        help="JK-PB capture with several packs: the DIP address to decode")
     logging_flags(decode)
 
     scan = commands.add_parser(
@@ -368,19 +377,60 @@ def cmd_read(args: argparse.Namespace) -> int:
 
         read_timeout = max(read_timeout or 0.0,
                            DEFAULT_SCAN_TIMEOUT + DEFAULT_CONNECT_TIMEOUT + 5.0)
-    config = PackConfig("1", args.url, args.baud, read_timeout, protocol=args.protocol,
-                        address=args.address if args.protocol != "jk-serial" else None)
-    (pack,) = build_packs([config])
-    bus = getattr(pack.protocol, "bus", None)
-    if bus is not None:  # one-shot: fetch settings and device info at once
-        bus.extras_per_read = len(EXTRA_FRAMES)
-    try:
-        reading, frame = pack.read()
-    finally:
-        pack.close()
-    shown = jk_serial.redact_password(frame) if args.raw and frame else b""
+    if args.protocol == "auto" and args.address is None and not is_ble_url(args.url):
+        reading, frame = _read_auto(args, read_timeout)
+    else:
+        config = PackConfig("1", args.url, args.baud, read_timeout, protocol=args.protocol,
+                            address=args.address if args.protocol != "jk-serial" else None)
+        reading, frame = _read_once(build_packs([config]))
+    from .capture import redact
+
+    shown = redact(frame) if args.raw and frame else b""
     _print_reading(reading, args.json, port=args.url, frame=shown)
     return EXIT_OK
+
+
+def _read_once(packs: List[Any]) -> Tuple[Any, bytes]:
+    """Read the first of ``packs`` that answers (all on one port), then close them all."""
+    failures = []
+    try:
+        for pack in packs:
+            bus = getattr(pack.protocol, "bus", None)
+            if bus is not None:  # one-shot: fetch settings and device info at once
+                bus.extras_per_read = len(EXTRA_FRAMES)
+            try:
+                return pack.read()
+            except JkbmsError as error:
+                if len(packs) == 1 or isinstance(error, TransportError):
+                    raise
+                failures.append(error)
+        raise failures[-1]
+    finally:
+        for pack in packs:
+            pack.close()
+
+
+def _read_auto(args: argparse.Namespace, read_timeout: Optional[float]) -> Tuple[Any, bytes]:
+    """``read --protocol auto`` without ``--address``: JK-B (4E57) first, then a JK-PB pack
+    at each DIP address 1-15, as ``serve`` would find it; says what was tried."""
+    serial = PackConfig("1", args.url, args.baud, read_timeout)
+    try:
+        return _read_once(build_packs([serial]))
+    except TransportError:
+        raise
+    except JkbmsError as error:
+        first = error
+    log.info("%s: no JK-B (4E57) answer (%s); trying JK-PB addresses 1-15", args.url, first)
+    bus = [PackConfig(str(address), args.url, args.baud, read_timeout, protocol="jk-pb",
+                      address=address) for address in range(1, 16)]
+    try:
+        return _read_once(build_packs(bus))
+    except TransportError:
+        raise
+    except JkbmsError as error:
+        raise JkbmsError("no answer as JK-B (4E57: %s) nor as JK-PB at DIP addresses 1-15 "
+                          "(last: %s); check the wiring (TX/RX, A/B), the baud rate (--baud) "
+                          "and that the BMS is awake" % (first, error)) from None
 
 
 def parse_hex(text: str) -> bytes:
@@ -398,9 +448,9 @@ def parse_hex(text: str) -> bytes:
 def cmd_decode(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.hex == "-" else args.hex
     data = parse_hex(text)
-    start, size = jk_serial.locate_frame(data)
-    frame = data[start : start + size] if size is not None else data
-    reading = jk_serial.decode_reply(frame, verify_checksum=args.verify)
+    from .capture import decode_capture
+
+    reading, _ = decode_capture(data, args.generation, args.address, args.verify)
     _print_reading(reading, args.json, frame=b"")
     return EXIT_OK
 

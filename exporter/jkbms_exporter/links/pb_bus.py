@@ -287,17 +287,22 @@ class PbBus:
             raise ReadTimeout("scrape time budget used up while reading address %d" % address)
         return timeout
 
-    def _trigger(self, address: int, frame_type: int, deadline: float) -> jk02.DecodedFrame:
+    def _trigger(self, address: int, frame_type: int, deadline: float,
+                 raw: Optional[List[bytes]] = None) -> jk02.DecodedFrame:
         timeout = self._reply_timeout(address, deadline)
         request = jk_pb.trigger_request(address, frame_type)
         assert jk_pb.is_read_only_request(request)
         data = self.transport.exchange(request, trigger_framer(address), timeout)
         reply = jk_pb.parse_trigger_reply(data, address, frame_type, self.verify_checksum)
-        return reply.decode(self.verify_checksum)
+        decoded = reply.decode(self.verify_checksum)
+        if raw is not None:  # the frame and its ACK as received (read --raw)
+            raw.append(reply.frame + reply.ack)
+        return decoded
 
     def _read_triggers(self, address: int, state: _PackState,
                        deadline: float) -> Tuple[Reading, bytes]:
-        cell_info = self._trigger(address, jk02.FRAME_CELL_INFO, deadline)
+        raw: List[bytes] = []
+        cell_info = self._trigger(address, jk02.FRAME_CELL_INFO, deadline, raw)
         now = self._clock()
         state.latest = state.latest.with_frame(cell_info)
         state.received_at[jk02.FRAME_CELL_INFO] = now
@@ -312,7 +317,7 @@ class PbBus:
             if deadline - self._clock() < self.reply_timeout + self.transport.min_gap:
                 break
             try:
-                extra = self._trigger(address, frame_type, deadline)
+                extra = self._trigger(address, frame_type, deadline, raw)
             except (FrameError, ReadTimeout) as error:
                 log.debug("address %d: frame type %d not read: %s", address, frame_type, error)
                 state.extra_due[frame_type] = self._clock() + EXTRA_RETRY
@@ -322,11 +327,12 @@ class PbBus:
             state.received_at[frame_type] = received
             state.extra_due[frame_type] = received + SETTINGS_REFRESH
             fetched += 1
-        return _with_source(state.latest.reading(jk_pb.PROTOCOL_NAME), "trigger"), b""
+        return _with_source(state.latest.reading(jk_pb.PROTOCOL_NAME), "trigger"), b"".join(raw)
 
     def _read_fc03(self, address: int, state: _PackState,
                    deadline: float) -> Tuple[Reading, bytes]:
         responses: List[Tuple[int, bytes]] = []
+        raw: List[bytes] = []
         for request in jk_pb.block_read_requests(address, jk_pb.BLOCK_STATUS):
             timeout = self._reply_timeout(address, deadline)
             assert jk_pb.is_read_only_request(request)
@@ -334,10 +340,11 @@ class PbBus:
             response = jk_pb.parse_read_response(data, request)
             register = int.from_bytes(request[2:4], "big")
             responses.append((register, response.data))
+            raw.append(response.raw)
         status = jk_pb.block_from_responses(jk_pb.BLOCK_STATUS, responses)
         reading = jk_pb.reading_from_blocks(status)
         self._received(state, self._clock(), reading)
-        return _with_source(reading, "fc03"), b""
+        return _with_source(reading, "fc03"), b"".join(raw)
 
 
 def _with_source(reading: Reading, source: str, age: Optional[float] = None) -> Reading:

@@ -393,6 +393,10 @@ def _find_ack(tail: bytes, address: Optional[int], verify_crc: bool) -> Optional
     return None
 
 
+#: The first acknowledgement of a trigger in bytes after a 55AA frame (``decode`` uses it).
+find_ack = _find_ack
+
+
 def parse_trigger_reply(data: bytes, address: Optional[int] = None,
                         frame_type: Optional[int] = None,
                         verify_checksum: bool = True) -> TriggerReply:
