@@ -175,3 +175,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
     if _REQUEST_LOG.exists():
         _REQUEST_LOG.unlink()
+
+
+@pytest.fixture
+def simulator() -> Iterator:
+    """``simulator(*args)`` starts ``jkbms-exporter simulate ARGS`` on a pseudo-terminal and
+    returns its path; every one started is stopped at the end of the test."""
+    started: List[subprocess.Popen] = []
+
+    def start(*args: str) -> str:
+        sim = subprocess.Popen([sys.executable, "-m", "jkbms_exporter", "simulate", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        started.append(sim)
+        return sim.stdout.readline().strip()
+
+    yield start
+    for sim in started:
+        sim.terminate()
+        sim.wait(10)

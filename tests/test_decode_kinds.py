@@ -100,45 +100,31 @@ def test_a_bus_capture_of_two_packs_asks_which() -> None:
     assert decode_json("--address", "2", text)["device_info"]["protocol"] == "jk-pb"
 
 
-def test_decode_prints_the_keys_read_prints() -> None:
+def read_jk_pb(path: str, address: int, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", path, "--protocol",
+                           "jk-pb", "--address", str(address), *extra],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_decode_prints_the_keys_read_prints(simulator) -> None:
     """The same --json keys as `read` of a (simulated) JK-PB pack."""
-    sim = subprocess.Popen([sys.executable, "-m", "jkbms_exporter", "simulate", "--protocol",
-                            "jk-pb", "--addresses", "1"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
-    try:
-        path = sim.stdout.readline().strip()
-        read = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", path,
-                               "--protocol", "jk-pb", "--address", "1", "--json", "--raw"],
-                              capture_output=True, text=True, timeout=60)
-        assert read.returncode == 0, read.stderr
-        from_read = json.loads(read.stdout)
-        raw = from_read.pop("frame_hex")
-        assert raw.count(jk02.HEADER.hex()) == 3  # cell info, device info, settings
-        decoded = decode_json(raw)  # read --raw output pasted back into decode
-        assert set(decoded) == set(from_read)
-        assert decoded["cell_voltage_volts"] == from_read["cell_voltage_volts"]
-    finally:
-        sim.terminate()
-        sim.wait(10)
+    read = read_jk_pb(simulator("--protocol", "jk-pb", "--addresses", "1"), 1, "--json", "--raw")
+    assert read.returncode == 0, read.stderr
+    from_read = json.loads(read.stdout)
+    raw = from_read.pop("frame_hex")
+    assert raw.count(jk02.HEADER.hex()) == 3  # cell info, device info, settings
+    decoded = decode_json(raw)  # read --raw output pasted back into decode
+    assert set(decoded) == set(from_read)
+    assert decoded["cell_voltage_volts"] == from_read["cell_voltage_volts"]
 
 
-def test_read_raw_of_a_jk_pb_pack_shows_the_frames_and_acks() -> None:
-    sim = subprocess.Popen([sys.executable, "-m", "jkbms_exporter", "simulate", "--protocol",
-                            "jk-pb", "--addresses", "3"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
-    try:
-        path = sim.stdout.readline().strip()
-        table = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", path,
-                                "--protocol", "jk-pb", "--address", "3", "--raw"],
-                               capture_output=True, text=True, timeout=60)
-        assert table.returncode == 0, table.stderr
-        assert "Frame (924 bytes)" in table.stdout and "55 aa eb 90 02" in table.stdout
-        shown = "".join(table.stdout.partition("Frame (")[2].split()[2:])
-        assert jk02.HEADER.hex() + "02" in shown
-        assert shown.index("031016200001") == 600  # the ACK of the cell-info trigger
-    finally:
-        sim.terminate()
-        sim.wait(10)
+def test_read_raw_of_a_jk_pb_pack_shows_the_frames_and_acks(simulator) -> None:
+    table = read_jk_pb(simulator("--protocol", "jk-pb", "--addresses", "3"), 3, "--raw")
+    assert table.returncode == 0, table.stderr
+    assert "Frame (924 bytes)" in table.stdout and "55 aa eb 90 02" in table.stdout
+    shown = "".join(table.stdout.partition("Frame (")[2].split()[2:])
+    assert jk02.HEADER.hex() + "02" in shown
+    assert shown.index("031016200001") == 600  # the ACK of the cell-info trigger
 
 
 def test_shown_frames_never_carry_a_passcode() -> None:

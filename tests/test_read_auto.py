@@ -1,30 +1,11 @@
 """``read --protocol auto`` without ``--address`` tries JK-B, then JK-PB addresses 1-15, and
-says what it tried (issue 12). Real simulators on pseudo-terminals."""
+says what it tried (issue 12). Real simulators on pseudo-terminals (conftest ``simulator``)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from typing import Iterator, List
-
-import pytest
-
-
-@pytest.fixture
-def simulator() -> Iterator:
-    started: List[subprocess.Popen] = []
-
-    def start(*args: str) -> str:
-        sim = subprocess.Popen([sys.executable, "-m", "jkbms_exporter", "simulate", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        started.append(sim)
-        return sim.stdout.readline().strip()
-
-    yield start
-    for sim in started:
-        sim.terminate()
-        sim.wait(10)
 
 
 def read_auto(path: str, *extra: str) -> subprocess.CompletedProcess:
