@@ -67,3 +67,18 @@ def test_the_command_line_prints_the_program_name_once() -> None:
     assert line.count("jkbms-exporter") == 1, line
     assert line.startswith("jkbms-exporter: serve: argument --scrape-timeout: 'inf' is not a "
                            "finite number")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["simulate", "--addresses", "inf"], "--addresses and --master are for --protocol jk-pb"),
+    (["simulate", "--master"], "--addresses and --master are for --protocol jk-pb"),
+    (["simulate", "--protocol", "jk-pb", "--addresses", "0"], "distinct DIP addresses 1-15"),
+    (["simulate", "--pty", "--link", "x", "--listen", ":0"], "not allowed with argument"),
+    (["read", ""], "read: the URL is empty"),
+    (["read", " "], "read: the URL is empty"),
+])
+def test_flags_that_would_be_ignored_or_mean_nothing_are_refused(
+        capsys: pytest.CaptureFixture, argv: list, words: str) -> None:
+    assert cli.main(argv) == cli.EXIT_USAGE
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert words in line

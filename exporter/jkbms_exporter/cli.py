@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--protocol", choices=("jk-serial", "jk-pb"), default="jk-serial",
                           help="jk-serial: one JK-B BMS (4E57, the default); jk-pb: JK-PB packs "
                           "on an RS-485 bus at --addresses")
-    simulate.add_argument("--addresses", default="1,2", metavar="A,B,…",
+    simulate.add_argument("--addresses", metavar="A,B,…",
                           help="with --protocol jk-pb: DIP addresses of the packs (default: 1,2)")
     simulate.add_argument("--master", action="store_true",
                           help="with --protocol jk-pb: a pack at DIP 0 owns the bus and polls "
@@ -369,6 +369,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
+    if not args.url.strip():
+        raise UsageError("read: the URL is empty (a device path like /dev/ttyUSB0 or "
+                         "socket://HOST:PORT)")
     if args.protocol == "jk-pb" and args.address is None:
         raise UsageError("read: --protocol jk-pb needs --address (the pack's DIP address 1-15)")
     read_timeout = args.read_timeout
@@ -499,9 +502,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .sim.serve import PtySimulator, TcpSimulator
 
     latency = args.latency
+    if args.protocol != "jk-pb" and (args.addresses is not None or args.master):
+        raise UsageError("simulate: --addresses and --master are for --protocol jk-pb")
     if args.protocol == "jk-pb":
-        bms: object = simulated_bus(_addresses(args.addresses), args.cells, args.scenario,
-                                    args.master, args.chemistry)
+        bms: object = simulated_bus(_addresses(args.addresses or "1,2"), args.cells,
+                                    args.scenario, args.master, args.chemistry)
         latency = min(latency, PB_LATENCY)
     else:
         bms = SimulatedBms(cells=args.cells, scenario=args.scenario, chemistry=args.chemistry)
