@@ -113,11 +113,12 @@ def decode_records(capture: Capture, generation: Optional[str] = None,
                 % jk02.guess_generation(cell_info.frame))
         generation = jk02.generation_from_device_info(device.frame, verify_checksum)
     settings = _newest(records, jk02.FRAME_SETTINGS)
+    layout: str = generation
 
     def decoded(record: Optional[Record]) -> Optional[jk02.DecodedFrame]:
         if record is None:
             return None
-        return jk02.decode_frame(record.frame, generation, verify_checksum)  # type: ignore[arg-type]
+        return jk02.decode_frame(record.frame, layout, verify_checksum)
 
     return jk02.reading_from_frames(
         decoded(cell_info), decoded(settings), decoded(device),  # type: ignore[arg-type]
