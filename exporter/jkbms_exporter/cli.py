@@ -69,16 +69,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError("%s%s (see --help)" % (command + ": " if command else "", message))
 
 
-def _in(allowed: ranges.Range) -> Callable[[str], ranges.Number]:
-    """An argparse ``type`` refusing anything outside ``allowed`` (inf, nan, 1e308, -1…)."""
-    def parse(text: str) -> ranges.Number:
-        try:
-            return allowed.check(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    parse.__name__ = allowed.kind.__name__
-    return parse
+#: argparse ``type`` of a numeric flag: its range (ranges.py) refuses inf, nan, 1e308, -1…
+_in = ranges.flag_type
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,19 +387,17 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def _read_once(packs: List[Any]) -> Tuple[Any, bytes]:
     """Read the first of ``packs`` that answers (all on one port), then close them all."""
-    failures = []
     try:
-        for pack in packs:
+        for index, pack in enumerate(packs):
             bus = getattr(pack.protocol, "bus", None)
             if bus is not None:  # one-shot: fetch settings and device info at once
                 bus.extras_per_read = len(EXTRA_FRAMES)
             try:
                 return pack.read()
             except JkbmsError as error:
-                if len(packs) == 1 or isinstance(error, TransportError):
+                if index == len(packs) - 1 or isinstance(error, TransportError):
                     raise
-                failures.append(error)
-        raise failures[-1]
+        raise JkbmsError("nothing to read")
     finally:
         for pack in packs:
             pack.close()
@@ -416,24 +406,24 @@ def _read_once(packs: List[Any]) -> Tuple[Any, bytes]:
 def _read_auto(args: argparse.Namespace, read_timeout: Optional[float]) -> Tuple[Any, bytes]:
     """``read --protocol auto`` without ``--address``: JK-B (4E57) first, then a JK-PB pack
     at each DIP address 1-15, as ``serve`` would find it; says what was tried."""
-    serial = PackConfig("1", args.url, args.baud, read_timeout)
-    try:
-        return _read_once(build_packs([serial]))
-    except TransportError:
-        raise
-    except JkbmsError as error:
-        first = error
-    log.info("%s: no JK-B (4E57) answer (%s); trying JK-PB addresses 1-15", args.url, first)
-    bus = [PackConfig(str(address), args.url, args.baud, read_timeout, protocol="jk-pb",
-                      address=address) for address in range(1, 16)]
-    try:
-        return _read_once(build_packs(bus))
-    except TransportError:
-        raise
-    except JkbmsError as error:
-        raise JkbmsError("no answer as JK-B (4E57: %s) nor as JK-PB at DIP addresses 1-15 "
-                          "(last: %s); check the wiring (TX/RX, A/B), the baud rate (--baud) "
-                          "and that the BMS is awake" % (first, error)) from None
+    first: Optional[JkbmsError] = None
+    for configs in ([PackConfig("1", args.url, args.baud, read_timeout)],
+                    [PackConfig(str(address), args.url, args.baud, read_timeout,
+                                protocol="jk-pb", address=address) for address in range(1, 16)]):
+        try:
+            return _read_once(build_packs(configs))
+        except TransportError:
+            raise
+        except JkbmsError as error:
+            if first is not None:
+                raise JkbmsError("no answer as JK-B (4E57: %s) nor as JK-PB at DIP addresses "
+                                 "1-15 (last: %s); check the wiring (TX/RX, A/B), the baud "
+                                 "rate (--baud) and that the BMS is awake" % (first, error)) \
+                    from None
+            first = error
+            log.info("%s: no JK-B (4E57) answer (%s); trying JK-PB addresses 1-15", args.url,
+                     error)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def parse_hex(text: str) -> bytes:

@@ -8,9 +8,10 @@ tables list the same ranges.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from .energy import MAX_GAP_RANGE
 
@@ -80,6 +81,18 @@ def _show(value: Any) -> str:
     if len(text) > 40:
         text = text[:40] + "…"
     return repr(text) if isinstance(value, str) else text
+
+
+def flag_type(allowed: Range) -> Callable[[str], Number]:
+    """An argparse ``type`` refusing anything outside ``allowed`` (inf, nan, 1e308, -1…)."""
+    def parse(text: str) -> Number:
+        try:
+            return allowed.check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = allowed.kind.__name__
+    return parse
 
 
 # The ranges. Each is wide enough for every real setup and narrow enough that nothing
