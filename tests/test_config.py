@@ -209,6 +209,7 @@ def test_a_url_that_is_not_a_string_is_refused(value: str) -> None:
 
 @pytest.mark.parametrize("flag, name, url", [
     ("/dev/ttyUSB0", "3", "/dev/ttyUSB0"),
+    ("COM3", "3", "COM3"),
     ("house=/dev/ttyUSB0", "house", "/dev/ttyUSB0"),
     ("socket://gw:8899", "3", "socket://gw:8899"),
     ("spy:///dev/ttyUSB0?file=log.txt", "3", "spy:///dev/ttyUSB0?file=log.txt"),
