@@ -319,3 +319,12 @@ def test_a_short_scrape_timeout_is_kept_too(servers: List) -> None:
     assert time.monotonic() - started < 1.0
     assert value(samples, "jkbms_read_errors_total", pack="hang", reason="timeout") == 1
     poller.close()
+
+
+def test_closing_the_poller_closes_every_port(servers: List) -> None:
+    a, b = start_sim(servers), start_sim(servers)
+    poller, registry = make([PackConfig("a", a.url), PackConfig("b", b.url)], min_interval=0)
+    scrape(registry)
+    assert all(pack.transport.is_open for pack in poller.packs)
+    poller.close()
+    assert not any(pack.transport.is_open for pack in poller.packs)
