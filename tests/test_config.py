@@ -256,3 +256,20 @@ def test_protocols_built_for_each_kind_of_pack() -> None:
     finally:
         for pack in packs:
             pack.close()
+
+
+def test_a_simulated_ble_pack_gets_the_fake_radio_and_quick_reconnects() -> None:
+    from jkbms_exporter.config import build_ble_pack
+    from jkbms_exporter.links import ble
+    from jkbms_exporter.sim.ble_radio import FakeBleBackend
+
+    pack = build_ble_pack("demo", "ble+sim://demo?cells=4", 2.0, False, (), start=False)
+    try:
+        assert isinstance(pack.transport.backend, FakeBleBackend)
+        # the fake radio reconnects within seconds, not the real link's minute
+        assert (pack.transport.backoff_initial, pack.transport.backoff_max) == (0.5, 5.0)
+    finally:
+        pack.close()
+    # the link alone never reaches the simulator
+    with pytest.raises(ConfigError, match="simulator"):
+        ble.build_ble_pack("demo", "ble+sim://demo?cells=4", 2.0, False, (), start=False)
