@@ -136,3 +136,14 @@ def test_shown_frames_never_carry_a_passcode() -> None:
     assert not any(any(shown[row.offset:row.end]) for row in secrets)
     again = jk02.decode_frame(shown, jk02.JK02_24S)  # checksum recomputed: still decodes
     assert again.values["model"] == jk02.decode_frame(device, jk02.JK02_24S).values["model"]
+
+
+def test_records_without_cell_info_say_what_the_capture_has() -> None:
+    cell_info = ble("cell_info_jk02_32s_v11")
+    unknown = "55aaeb9009" + cell_info[10:]
+    for text, has in ((ble("settings_jk02_32s_b2a8s20p_1126"), "settings"),
+                      (unknown, "type 0x09")):
+        result = decode("--generation", "JK02_32S", "--no-verify", text)
+        assert result.returncode == 1
+        assert result.stderr.strip() == ("jkbms-exporter: no cell-info record (type 02) to "
+                                         "decode; the capture has: %s" % has)

@@ -100,8 +100,9 @@ def decode_records(capture: Capture, generation: Optional[str] = None,
         generation = generation or jk_pb.GENERATION
     cell_info = _newest(records, jk02.FRAME_CELL_INFO)
     if cell_info is None:
-        present = ", ".join(sorted({jk02.FRAME_TYPE_NAMES.get(r.frame[jk02.TYPE_OFFSET], "?")
-                                    for r in records}))
+        types = {r.frame[jk02.TYPE_OFFSET] for r in records}
+        present = ", ".join(sorted(jk02.FRAME_TYPE_NAMES.get(t, "type 0x%02X" % t)
+                                   for t in types))
         raise CaptureError("no cell-info record (type 02) to decode; the capture has: %s"
                            % (present or "none"))
     device = _newest(records, jk02.FRAME_DEVICE_INFO)
