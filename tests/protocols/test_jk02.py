@@ -1042,3 +1042,17 @@ def test_device_info_32s_protocol_and_charge_time_fields() -> None:
     assert (values["uart2_protocol"], values["uart2_protocol_enable"]) == (7, 1)
     assert values["request_charge_voltage_time"] == 3600
     assert values["request_float_voltage_time"] == 9000
+
+
+def test_encoded_switches_set_and_clear_their_own_control_bits() -> None:
+    import dataclasses
+
+    from jkbms_exporter.sim.bms import SimulatedBms
+
+    base = SimulatedBms(cells=4, seed=1).reading()
+    reading = dataclasses.replace(
+        base, extra={"control_bitmask": 0b1000},  # rs485_port set by the BMS
+        switches_enabled={"heating": True, "rs485_port": False, "display_always_on": True})
+    frame = jk02.encode_settings(reading, jk02.JK02_32S)
+    control = jk02.decode_frame(frame, jk02.JK02_32S).values["control_bitmask"]
+    assert control == 0b10001  # heating (bit 0) and display (bit 4) set, bit 3 cleared
