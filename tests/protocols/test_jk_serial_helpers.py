@@ -309,3 +309,24 @@ def test_redact_password_zeroes_it_and_keeps_a_valid_checksum_valid() -> None:
     assert b"secret1234" not in redacted_broken and redacted_broken[-4:] == broken[-4:]
     # what does not walk is returned as it is
     assert jk_serial.redact_password(b"NW\x00") == b"NW\x00"
+
+
+def test_the_encoder_puts_a_zero_password_only_where_a_bms_sends_one() -> None:
+    from jkbms_exporter.protocols import jk_serial
+    from jkbms_exporter.sim.bms import SimulatedBms
+
+    registers = jk_serial.reading_to_registers(SimulatedBms(cells=4, seed=1).reading())
+
+    def tags(regs: dict) -> list:
+        return [tag for tag, _, _ in jk_serial.walk_layout(jk_serial.encode_registers(regs), 0)]
+
+    # between its neighbours 0xB1 and 0xB3, as a BMS sends it, always zeros
+    assert jk_serial.PASSWORD_TAG in tags(registers)
+    # without the neighbours and without a password register: none
+    alone = {tag: value for tag, value in registers.items() if tag not in (0xB1, 0xB3)}
+    assert jk_serial.PASSWORD_TAG not in tags(alone)
+    # a password given is never encoded, only its zero placeholder
+    given = dict(alone)
+    given[jk_serial.PASSWORD_TAG] = b"secret1234"
+    assert jk_serial.PASSWORD_TAG in tags(given)
+    assert b"secret1234" not in jk_serial.encode_registers(given)
