@@ -45,6 +45,7 @@ TARGETS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
                    "protocols/jk_serial_quirks.py", "protocols/jk_serial_reading.py"),
                   ("tests/protocols/test_jk_serial_envelope.py",
                    "tests/protocols/test_jk_serial_helpers.py",
+                   "tests/protocols/test_jk_serial_password.py",
                    "tests/protocols/test_jk_serial_registers.py",
                    "tests/protocols/test_jk_serial_requests.py",
                    "tests/protocols/test_jk_serial_roundtrip.py",
