@@ -135,7 +135,7 @@ def test_over_voltage_alert_at_alertmanager_names_site_pack_and_cell(fleet: Flee
 
 
 def test_cell_alerts_only_for_the_troubled_pack_of_its_own_site(fleet: Fleet) -> None:
-    # Rules match a pack's series with its settings on (instance, pack): north's and east's
+    # Rules match a pack's series with its settings on (site, instance, pack): north's and east's
     # "sim" must not collide (a duplicate match is an evaluation error, see above; a wrong
     # one a false alert at healthy east).
     def cell_alerts() -> Set[tuple]:

@@ -160,7 +160,7 @@ MUTATIONS = {
     # the NMC default replaced by the LiFePO4 level: a normal 3.70 V NMC cell would alert
     "chemistry": ('jkbms_chemistry_info{chemistry="nmc"} * 4.20', 'jkbms_chemistry_info{chemistry="nmc"} * 3.65'),
     # imbalance judged at any current
-    "rest": ("spread > 0.050\n          and on (instance, pack) abs(jkbms_current_amperes) <= 0.5\n",
+    "rest": ("spread > 0.050\n          and on (site, instance, pack) abs(jkbms_current_amperes) <= 0.5\n",
              "spread > 0.050\n"),
     # informational alarm bits paging as warnings
     "info": ("        labels:\n          severity: info\n", "        labels:\n          severity: warning\n"),
