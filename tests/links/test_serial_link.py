@@ -169,7 +169,9 @@ def test_a_faulty_reply_is_a_specific_error_then_the_link_recovers(
 def test_recoverable_line_faults_still_give_a_reading(servers: List, fault: str) -> None:
     sim = PtySimulator(SimulatedBms(cells=16, seed=4), latency=0.01, fault=fault).start()
     servers.append(sim)
-    pack = make_pack(sim.path)
+    # "chunked" sends ~75 pieces with pauses of up to 20 ms (~0.8 s in all): a loaded
+    # machine's sleeps overshoot, so give the reply room beyond the 1 s default
+    pack = make_pack(sim.path, read_timeout=3.0)
     for _ in range(3):  # and the junk of one reply never spoils the next
         assert pack.read()[0].cells == 16
     pack.close()

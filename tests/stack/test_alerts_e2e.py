@@ -94,7 +94,9 @@ def test_protection_cycling_fires_at_once_naming_pack_cell_and_protection(stack:
         (active,) = stack.prometheus.query('ALERTS_FOR_STATE{alertname="%s",pack="sim"}' % name)
         delay = float(active["value"][1]) - trip
         print("\n%s active %.1f s after the first scrape with the charge MOSFET off" % (name, delay))
-        assert -1.0 <= delay <= 5.0, (name, delay)
+        # the trip is found on a 1 s query_range grid, so it may stand up to one step (plus
+        # float rounding) after the evaluation that saw it
+        assert -1.5 <= delay <= 5.0, (name, delay)
 
 
 def test_the_trip_count_is_in_the_summary(stack: AlertStack) -> None:

@@ -146,7 +146,7 @@ def test_endless_header_stream_is_cut_off_at_the_limit() -> None:
                 except (BrokenPipeError, ConnectionResetError):
                     break
                 if i % 50 == 0:
-                    sock.settimeout(0.001)
+                    sock.settimeout(0.01)
                     try:
                         answer += sock.recv(4096)
                     except (socket.timeout, BlockingIOError):
@@ -167,7 +167,9 @@ def test_endless_header_stream_is_cut_off_at_the_limit() -> None:
                 pass
         assert answer, "no answer before the client gave up"
         assert status_of(answer) == 431
-        assert i < 1000  # cut off after ~16 KiB, not after 10000 lines
+        # cut off while still sending (the limit is ~300 lines of these; a loaded machine
+        # answers a few hundred lines late), not only once the 10000 lines are through
+        assert i < 5000
         assert app.calls == []
 
 
