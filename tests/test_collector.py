@@ -89,11 +89,18 @@ def test_describe_touches_no_port() -> None:
 
 
 def test_concurrent_scrapes_share_one_read(servers: List) -> None:
-    sim = start_sim(servers, latency=0.2)
+    # the reply takes 0.6 s and the five scrapes start together, so they overlap even when a
+    # loaded machine schedules the threads late
+    sim = start_sim(servers, latency=0.6)
     poller, registry = make([PackConfig("a", sim.url)], min_interval=0)
     results: List[Samples] = []
-    threads = [threading.Thread(target=lambda: results.append(scrape(registry)))
-               for _ in range(5)]
+    start = threading.Barrier(5)
+
+    def scrape_together() -> None:
+        start.wait()
+        results.append(scrape(registry))
+
+    threads = [threading.Thread(target=scrape_together) for _ in range(5)]
     for thread in threads:
         thread.start()
     for thread in threads:

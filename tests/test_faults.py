@@ -72,7 +72,10 @@ def healthy_and(cleanup: List, fault: str) -> Tuple[Exporter, TcpSimulator]:
     good = TcpSimulator(SimulatedBms(cells=16, seed=1), latency=0.02).start()
     bad = TcpSimulator(SimulatedBms(cells=8, seed=2), latency=0.02, fault=fault).start()
     cleanup.extend([good, bad])
-    exporter = Exporter([pack("good", good.url), pack("faulty", bad.url)])
+    # "chunked" spreads a reply over ~0.5 s of pauses: on a loaded machine the sleeps
+    # overshoot, so that pack gets room beyond the 1 s default (the fault must not time out)
+    faulty_timeout = 3.0 if fault == "chunked" else 1.0
+    exporter = Exporter([pack("good", good.url), pack("faulty", bad.url, faulty_timeout)])
     cleanup.append(exporter)
     return exporter, bad
 
