@@ -110,6 +110,27 @@ def start_exporter() -> Iterator:
         process.stop()
 
 
+# ----------------------------------------------------------------------------- shared fixtures
+
+@pytest.fixture
+def servers() -> Iterator[List]:
+    """Simulators a test starts (anything with ``stop()``); stopped when the test ends."""
+    started: List = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[List]:
+    """Simulators, packs, pollers and exporters a test starts; each is stopped (or closed)
+    when the test ends, the last one first."""
+    items: List = []
+    yield items
+    for item in reversed(items):
+        (item.stop if hasattr(item, "stop") else item.close)()
+
+
 # ----------------------------------------------------------------------------- read-only guarantee
 # Every simulator (in this process or in an exporter subprocess, which inherits the
 # environment) appends each request frame it receives to this file; at the end of the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,12 +19,6 @@ from jkbms_exporter.sim.serve import TcpSimulator
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
 
-@pytest.fixture
-def servers() -> Iterator[List[TcpSimulator]]:
-    started: List[TcpSimulator] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def start_sim(servers: List[TcpSimulator], fault: str = "none", scenario: str = "normal",

@@ -4,7 +4,7 @@ the collector, the exporter process over HTTP, its flag and configuration values
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, List, Tuple
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,12 +32,6 @@ class Overcurrent(SimulatedBms):
         return 250.0
 
 
-@pytest.fixture
-def servers() -> Iterator[List[TcpSimulator]]:
-    started: List[TcpSimulator] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def serve(servers: List[TcpSimulator], bms: SimulatedBms) -> str:

@@ -5,7 +5,7 @@ poller and collector."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, List
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -33,17 +33,11 @@ class Pulses(SimulatedBms):
         return 30.0 if elapsed % 1.0 < 0.25 else -5.0
 
 
-@pytest.fixture
-def closing() -> Iterator[List]:
-    things: List = []
-    yield things
-    for thing in reversed(things):
-        (thing.stop if hasattr(thing, "stop") else thing.close)()
 
 
-def collector(packs: List, closing: List) -> Callable[[], Dict[str, Dict[str, float]]]:
+def collector(packs: List, cleanup: List) -> Callable[[], Dict[str, Dict[str, float]]]:
     poller = Poller(packs, min_interval=0, scrape_timeout=8.0)
-    closing.append(poller)
+    cleanup.append(poller)
     registry = CollectorRegistry()
     registry.register(JkbmsCollector(poller))
 
@@ -72,7 +66,7 @@ def wait_for(scrape: Callable[[], Dict[str, Dict[str, float]]], condition: Calla
 
 
 def test_every_ble_record_is_integrated_with_invert_current_and_link_drops(
-        closing: List) -> None:
+        cleanup: List) -> None:
     boards = [ble_board.FakeJkBms(ble_board.SimulatedFrames(Pulses(cells=16, seed=seed)),
                                   "C8:47:80:00:00:%02d" % seed, "JK-%d" % seed, interval=0.04)
               for seed in (1, 2)]
@@ -81,7 +75,7 @@ def test_every_ble_record_is_integrated_with_invert_current_and_link_drops(
                                 **FAST),
              ble.build_ble_pack("b", "ble://C8:47:80:00:00:02", 2.0, True, backend=radio,
                                 **FAST)]
-    scrape = collector(packs, closing)
+    scrape = collector(packs, cleanup)
     wait_for(scrape, lambda s: s["a"]["jkbms_up"] == s["b"]["jkbms_up"] == 1)
     before = scrape()
     time.sleep(2.0)  # no scrape meanwhile: two scrapes alone would see one trapezoid
@@ -113,12 +107,12 @@ def bus(addresses: List[int], master: bool) -> PbBusBms:
 
 @pytest.mark.parametrize("master", [True, False], ids=["listen-only", "polled"])
 def test_a_jk_pb_bus_feeds_the_counters_with_every_record_it_hears(
-        closing: List, master: bool) -> None:
+        cleanup: List, master: bool) -> None:
     sim = TcpSimulator(bus([1, 2], master), latency=0.02).start()
-    closing.append(sim)
+    cleanup.append(sim)
     packs = build_packs([PackConfig("p%d" % a, sim.url, protocol="jk-pb", address=a,
                                     invert_current=a == 2) for a in (1, 2)])
-    scrape = collector(packs, closing)
+    scrape = collector(packs, cleanup)
     wait_for(scrape, lambda s: s["p1"]["jkbms_up"] == s["p2"]["jkbms_up"] == 1)
     time.sleep(0.3)  # a scrape right after a listen would reuse what that listen heard
     started = time.monotonic()

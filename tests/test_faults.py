@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 import serial
@@ -60,12 +60,6 @@ def pack(name: str, url: str, read_timeout: float = 1.0) -> Pack:
     return Pack(name, SerialTransport(url), JkSerialProtocol(), read_timeout)
 
 
-@pytest.fixture
-def cleanup() -> Iterator[List]:
-    items: List = []
-    yield items
-    for item in reversed(items):
-        (item.close if hasattr(item, "close") else item.stop)()
 
 
 def healthy_and(cleanup: List, fault: str) -> Tuple[Exporter, TcpSimulator]:

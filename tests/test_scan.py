@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Iterator, List
+from typing import List
 
-import pytest
 
 from jkbms_exporter.config import parse_config
 from jkbms_exporter.scan import config_snippet, scan_port
@@ -15,12 +14,6 @@ from jkbms_exporter.sim.pb_bus import PbBusBms, jk_pb_device
 from jkbms_exporter.sim.serve import TcpSimulator
 
 
-@pytest.fixture
-def servers() -> Iterator[List[TcpSimulator]]:
-    started: List[TcpSimulator] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def pb_bus(addresses: List[int], master: bool = False) -> PbBusBms:

@@ -7,7 +7,7 @@ import logging
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import pytest
 
@@ -20,7 +20,6 @@ from jkbms_exporter.links.pb_bus import PbBus, read_response_framer, trigger_fra
 from jkbms_exporter.sim.bms import SimulatedBms
 from jkbms_exporter.sim.pb_bus import PbBusBms, jk_pb_device
 from jkbms_exporter.sim.serve import PtySimulator, TcpSimulator
-from jkbms_exporter.links.serial import SerialTransport
 
 
 def bus_of(addresses: List[int], **options: object) -> PbBusBms:
@@ -28,12 +27,6 @@ def bus_of(addresses: List[int], **options: object) -> PbBusBms:
                     **options)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def cleanup() -> Iterator[List]:
-    items: List = []
-    yield items
-    for item in reversed(items):
-        (item.stop if hasattr(item, "stop") else item.close)()
 
 
 def poller_for(url: str, addresses: List[int], cleanup: List, **options: float) -> Poller:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, List
 
 import pytest
 import serial
@@ -34,12 +34,6 @@ def frame_16s(vectors_4e57: dict) -> dict:
     return vector
 
 
-@pytest.fixture
-def servers() -> Iterator[List]:
-    started: List = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def make_pack(url: str, read_timeout: float = 1.0, **transport_options: object) -> Pack:
