@@ -136,15 +136,21 @@ def test_failed_reads_gaps_and_implausible_readings_are_skipped_and_counted(
     poller.close()
 
 
+def assert_charged_at_cold_charge_rate(scrapes: List, pack: str) -> None:
+    """Between the first and the last of ``scrapes`` (start, end, text), the pack charged
+    at the cold-charge scenario's current: its coulombs lie between that current times the
+    shortest and the longest time the two readings can be apart."""
+    charged = values(scrapes[-1][2], pack)["jkbms_charge_coulombs_total"]
+    shortest = scrapes[-1][0] - scrapes[0][1]
+    longest = scrapes[-1][1] - scrapes[0][0]
+    assert COLD_CHARGE_AMPERES * shortest <= charged <= COLD_CHARGE_AMPERES * longest
+
+
 def test_over_http_counters_grow_and_start_at_zero_after_a_restart(start_exporter) -> None:
     args = ("--simulate", "--simulate.scenario", "cold-charge", "--min-interval", "0")
     exporter: ExporterProcess = start_exporter(*args)
     scrapes = timed_scrapes(exporter.metrics, 3, 0.5)
-    sim = values(scrapes[-1][2], "sim")
-    shortest = scrapes[-1][0] - scrapes[0][1]
-    longest = scrapes[-1][1] - scrapes[0][0]
-    assert COLD_CHARGE_AMPERES * shortest <= sim["jkbms_charge_coulombs_total"] \
-        <= COLD_CHARGE_AMPERES * longest
+    assert_charged_at_cold_charge_rate(scrapes, "sim")
     assert "# HELP jkbms_charge_energy_joules_total" in scrapes[-1][2]
     assert "Starts at 0 when the exporter starts" in scrapes[-1][2]
     exporter.stop()
@@ -164,11 +170,7 @@ def test_over_http_a_jk_pb_pack_is_integrated_record_by_record_and_promtool_is_c
         "--simulate", "--simulate.protocol", "jk-pb", "--simulate.packs", "1",
         "--simulate.scenario", "cold-charge", "--min-interval", "0")
     scrapes = timed_scrapes(exporter.metrics, 3, 0.5)
-    sim = values(scrapes[-1][2], "sim1")
-    shortest = scrapes[-1][0] - scrapes[0][1]
-    longest = scrapes[-1][1] - scrapes[0][0]
-    assert COLD_CHARGE_AMPERES * shortest <= sim["jkbms_charge_coulombs_total"] \
-        <= COLD_CHARGE_AMPERES * longest
+    assert_charged_at_cold_charge_rate(scrapes, "sim1")
     assert "jkbms_balance_wire_resistance_ohms{" in scrapes[-1][2]
     result = subprocess.run([promtool, "check", "metrics"], input=scrapes[-1][2],
                             capture_output=True, text=True, timeout=30)
