@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -248,14 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _catch_stop_signals() -> Callable[[], None]:
     """Install SIGINT/SIGTERM handlers now (before anything is announced, so a signal
-    right after start still cleans up); the returned function waits for one."""
-    stop = threading.Event()
+    right after start still cleans up); the returned function waits for one.
+
+    The kernel may hand a process-directed signal to any thread, and a main thread
+    blocked in ``Event.wait`` is then not woken: CI saw ``simulate`` ignore SIGTERM
+    while its simulator threads ran. ``signal.set_wakeup_fd`` writes a byte to a pipe
+    whichever thread took the signal, and the main thread waits on that pipe.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: None)  # not the default: stop cleanly, below
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
 
     def wait() -> None:
-        while not stop.wait(3600):
-            pass
+        select.select([read_end], [], [])  # retried after an interrupted call (PEP 475)
+        os.read(read_end, 1)  # one signal taken: a later wait() waits for the next
 
     return wait
 
