@@ -44,6 +44,7 @@ from .jk_serial_quirks import (  # noqa: F401
 from .jk_serial_reading import (  # noqa: F401
     reading_to_registers, registers_to_reading,
 )
+from .jk_serial_walk_cache import LayoutCache
 
 START = b"NW"  # 0x4E 0x57
 END_BYTE = 0x68
@@ -296,10 +297,39 @@ def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw
     Numbers come back as ints (signed where the table says so), strings as bytes, the cell
     list as ``((index, millivolts), …)``. The password (0xB2) is parsed past and never
     stored (spec §6.2: "do not export").
+
+    A field laid out like one walked before (same length, same tags at the same places)
+    is unpacked in one go (:mod:`.jk_serial_walk_cache`); any other takes
+    :func:`walk_registers_fully`, with the same result and the same errors.
     """
+    registers = _LAYOUTS.registers(info)
+    if registers is None:
+        records: List[Tuple[int, int, int]] = []
+        registers = walk_registers_fully(info, base_offset, records)
+        _LAYOUTS.remember(records, len(info))
+    return registers
+
+
+#: The layouts :func:`walk_registers` has seen, by field length.
+_LAYOUTS = LayoutCache()
+
+
+def forget_layouts() -> None:
+    """Drop every remembered layout: the next walk of each field goes record by record."""
+    _LAYOUTS.clear()
+
+
+def walk_registers_fully(info: bytes, base_offset: int = HEADER_SIZE,
+                         records: Optional[List[Tuple[int, int, int]]] = None
+                         ) -> Dict[int, Raw]:
+    """:func:`walk_registers` record by record, never from a remembered layout. When the
+    walk succeeds, ``records`` (if given) receives ``(tag, position in the field, value
+    width)`` of every record."""
     registers: Dict[int, Raw] = {}
     kinds = _KIND_BY_TAG
+    walked: List[Tuple[int, int, int]] = []
     for tag, offset, value in _records(info, base_offset):
+        walked.append((tag, offset - base_offset, len(value)))
         kind = kinds.get(tag)
         if kind == "u":
             registers[tag] = int.from_bytes(value, "big")
@@ -316,6 +346,8 @@ def walk_registers(info: bytes, base_offset: int = HEADER_SIZE) -> Dict[int, Raw
             registers[tag] = bytes(value)
         elif kind != "secret":
             registers[tag] = int.from_bytes(value, "big", signed=kind == "i")
+    if records is not None:
+        records.extend(walked)
     return registers
 
 
