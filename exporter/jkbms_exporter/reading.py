@@ -7,8 +7,8 @@ Values are in base units (volts, amperes, degrees Celsius, seconds, coulombs, ra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Mapping, Optional, Tuple
 
 COULOMBS_PER_AMPERE_HOUR = 3600.0
 
@@ -117,6 +117,28 @@ class Reading:
             if item.name == name:
                 return item
         return None
+
+
+_READING_FIELDS = frozenset(item.name for item in fields(Reading))
+_READING_DEFAULTS = {item.name: item.default for item in fields(Reading)
+                     if item.default is not MISSING}
+
+
+def reading_from_fields(**values: Any) -> Reading:
+    """``Reading(**values)``, built for a decoder's hot path: a frozen dataclass's
+    ``__init__`` sets each of its two dozen fields through ``object.__setattr__``, this
+    fills the instance's dict at once (the same object: equality, hashing, ``replace``
+    and ``repr`` see no difference). Every field without a default must be given, and
+    ``extra``; an unknown or missing name is a ``TypeError`` as for the constructor."""
+    reading = object.__new__(Reading)
+    state = reading.__dict__
+    state.update(_READING_DEFAULTS)
+    state.update(values)
+    if state.keys() != _READING_FIELDS:
+        unknown = sorted(set(values) - _READING_FIELDS)
+        missing = sorted(_READING_FIELDS - set(state))
+        raise TypeError("Reading fields: unknown %s, missing %s" % (unknown, missing))
+    return reading
 
 
 def cell_label(index: int) -> str:

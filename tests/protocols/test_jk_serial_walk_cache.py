@@ -187,3 +187,13 @@ def test_random_damage_decodes_the_same_warm_and_cold():
         cold = outcome(bad)
         jk_serial.decode_reply(good, verify_checksum=False)
         assert outcome(bad) == cold
+
+
+def test_readings_decoded_again_are_equal_and_share_no_mutable_dict():
+    frames = [frame_bytes(frame_id) for frame_id in frame_ids()]
+    first = [jk_serial.decode_reply(frame, verify_checksum=False) for frame in frames]
+    again = [jk_serial.decode_reply(frame, verify_checksum=False) for frame in frames]
+    assert again == first
+    for one, other in zip(first, again):
+        for name in ("temperatures_celsius", "switches_enabled", "alarms", "extra"):
+            assert getattr(one, name) is not getattr(other, name), name

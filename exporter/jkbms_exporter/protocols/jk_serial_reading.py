@@ -7,10 +7,10 @@ from :mod:`.jk_serial_layout`; the value rules are in :mod:`.jk_serial_quirks`.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Generic, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from ..errors import FrameError
-from ..reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, Setting
+from ..reading import COULOMBS_PER_AMPERE_HOUR, DeviceInfo, Reading, reading_from_fields, Setting
 from .jk_serial_layout import (
     ALARM_BITS, BATTERY_TYPES, CELLS_TAG, CURRENT_TAG, PROTOCOL_NAME, PROTOCOL_VERSION_TAG,
     Raw, Register, REGISTER_BY_NAME, REGISTER_BY_TAG, REQUIRED_TAGS, SETTINGS, STATUS_BALANCING,
@@ -25,12 +25,23 @@ from .jk_serial_quirks import (
 
 # --------------------------------------------------------------------------- registers ⇄ reading
 
+T = TypeVar("T")
+
+
 
 def _cells(raw: Sequence[Tuple[int, int]]) -> Tuple[float, ...]:
+    if raw:
+        indices, millivolts = zip(*raw)
+        if indices == _IN_ORDER.get(len(raw)):  # as every BMS sends them: nothing to sort
+            return tuple([mv / 1000.0 for mv in millivolts])
     indices = sorted(index for index, _ in raw)
     if indices != list(range(1, len(raw) + 1)):
         raise FrameError("cell indices %s are not 1…%d" % (indices, len(raw)))
     return tuple(mv / 1000.0 for _, mv in sorted(raw))
+
+
+#: cell count → the indices 1…n, the order a BMS lists its cells in (0x79 holds ≤ 85).
+_IN_ORDER = {count: tuple(range(1, count + 1)) for count in range(1, 86)}
 
 
 #: (tag, raw value) → its Setting: a BMS sends the same settings read after read, and a
@@ -49,95 +60,145 @@ def _setting(row: Register, raw: int) -> Setting:
     return setting
 
 
-def registers_to_reading(registers: Mapping[int, Raw]) -> Reading:
-    """Turn a complete read-all register set into a :class:`Reading`."""
-    missing = [tag for tag in REQUIRED_TAGS if tag not in registers]
-    if missing:
-        raise FrameError(
-            "reply lacks register(s) %s: not a read-all reply"
-            % ", ".join("0x%02X" % tag for tag in missing)
-        )
+class _Remembered(Generic[T]):
+    """What a function of a few registers gave for their raw values last time: the
+    settings, the identity, the alarm names of a BMS are the same read after read.
+    Bounded: cleared when full. Values that cannot be a key (a caller's bytearray) are
+    computed every time."""
 
-    def scaled(tag: int) -> Optional[float]:
-        if tag not in registers:
-            return None
-        return int(registers[tag]) * REGISTER_BY_TAG[tag].scale  # type: ignore[arg-type]
+    def __init__(self, tags: Sequence[int], compute: Callable[[Mapping[int, Raw]], T],
+                 limit: int = 256) -> None:
+        self._tags = tuple(tags)
+        self._compute = compute
+        self._seen: Dict[Tuple[Optional[Raw], ...], T] = {}
+        self._limit = limit
 
-    def flag(tag: int) -> Optional[bool]:
-        return None if tag not in registers else bool(registers[tag])
+    def __call__(self, registers: Mapping[int, Raw]) -> T:
+        key = tuple(map(registers.get, self._tags))
+        try:
+            return self._seen[key]
+        except KeyError:
+            pass
+        except TypeError:
+            return self._compute(registers)
+        value = self._compute(registers)
+        if len(self._seen) >= self._limit:
+            self._seen.clear()
+        self._seen[key] = value
+        return value
 
-    def text(tag: int) -> str:
-        return decode_text(registers[tag]) if tag in registers else ""  # type: ignore[arg-type]
 
-    protocol_version = registers.get(PROTOCOL_VERSION_TAG)
-    status = int(registers[0x8C])  # type: ignore[arg-type]
+def _text(registers: Mapping[int, Raw], tag: int) -> str:
+    return decode_text(registers[tag]) if tag in registers else ""  # type: ignore[arg-type]
+
+
+def _compute_settings(registers: Mapping[int, Raw]) -> Tuple[Setting, ...]:
+    return tuple(_setting(row, registers[row.tag]) for row in SETTINGS  # type: ignore[arg-type]
+                 if row.tag in registers)
+
+
+def _compute_switches(registers: Mapping[int, Raw]) -> Dict[str, bool]:
+    return {name: bool(registers[tag]) for tag, name in _SWITCHES if tag in registers}
+
+
+_SWITCHES = ((0xAB, "charge"), (0xAC, "discharge"), (0x9D, "balancer"),
+             (0xB3, "dedicated_charger"))
+
+
+def _compute_alarms(registers: Mapping[int, Raw]) -> Dict[str, bool]:
     alarm_bits = int(registers[0x8B])  # type: ignore[arg-type]
-    raw_version = text(0xB7)
+    return {name: bool(alarm_bits >> bit & 1) for bit, name in enumerate(ALARM_BITS)}
+
+
+#: Registers that only say which board it is, tagged ``extra`` (after ``current_raw``).
+_EXTRA_TAGS = (0x86, 0x8A, 0xA9, 0xAE, 0xB8)
+
+
+def _compute_identity(registers: Mapping[int, Raw]) -> Tuple[DeviceInfo, Dict[str, object]]:
+    """The device info and every ``extra`` entry but ``current_raw``, in that order."""
+    protocol_version = registers.get(PROTOCOL_VERSION_TAG)
+    raw_version = _text(registers, 0xB7)
     hardware, software = split_software_version(raw_version)
     battery_type = registers.get(0xAF)
-    switches = {
-        name: enabled
-        for name, enabled in (
-            ("charge", flag(0xAB)),
-            ("discharge", flag(0xAC)),
-            ("balancer", flag(0x9D)),
-            ("dedicated_charger", flag(0xB3)),
-        )
-        if enabled is not None
-    }
-    settings = tuple(_setting(row, registers[row.tag]) for row in SETTINGS  # type: ignore[arg-type]
-                     if row.tag in registers)
-    extra: Dict[str, object] = {
-        "current_raw": registers[CURRENT_TAG],
-        "protocol_version": protocol_version,
-    }
-    for tag in (0x86, 0x8A, 0xA9, 0xAE, 0xB8):
+    extra: Dict[str, object] = {"protocol_version": protocol_version}
+    for tag in _EXTRA_TAGS:
         if tag in registers:
             extra[REGISTER_BY_TAG[tag].name] = registers[tag]
     if 0xBA in registers:
-        extra["manufacturer_id"] = text(0xBA)
+        extra["manufacturer_id"] = _text(registers, 0xBA)
         # the exact field: NULs inside it are data (spec §6.3), the text above shows spaces
         extra["manufacturer_id_hex"] = bytes(registers[0xBA]).hex()  # type: ignore[arg-type]
     if raw_version:
         extra["software_version_string"] = raw_version
-    return Reading(
+    device = DeviceInfo(
+        protocol=PROTOCOL_NAME,
+        protocol_version="" if protocol_version is None else str(protocol_version),
+        model=model_from_manufacturer_id(registers[0xBA]) if 0xBA in registers else "",  # type: ignore[arg-type]
+        hardware_version=hardware,
+        software_version=software,
+        device_id=_text(registers, 0xB4),
+        manufacture_date=format_manufacture_date(_text(registers, 0xB5)),
+        battery_type=(
+            ""
+            if battery_type is None
+            else BATTERY_TYPES.get(int(battery_type), str(battery_type))  # type: ignore[arg-type]
+        ),
+    )
+    return device, extra
+
+
+_settings_of = _Remembered([row.tag for row in SETTINGS], _compute_settings)
+_switches_of = _Remembered([tag for tag, _ in _SWITCHES], _compute_switches)
+_alarms_of = _Remembered([0x8B], _compute_alarms)
+_identity_of = _Remembered((PROTOCOL_VERSION_TAG, 0xAF, 0xB4, 0xB5, 0xB7, 0xBA) + _EXTRA_TAGS,
+                           _compute_identity)
+_REQUIRED = frozenset(REQUIRED_TAGS)
+
+
+def registers_to_reading(registers: Mapping[int, Raw]) -> Reading:
+    """Turn a complete read-all register set into a :class:`Reading`."""
+    if not registers.keys() >= _REQUIRED:
+        missing = [tag for tag in REQUIRED_TAGS if tag not in registers]
+        raise FrameError(
+            "reply lacks register(s) %s: not a read-all reply"
+            % ", ".join("0x%02X" % tag for tag in missing)
+        )
+    get = registers.get
+    status = int(registers[0x8C])  # type: ignore[arg-type]
+    device, identity = _identity_of(registers)
+    current_raw = registers[CURRENT_TAG]
+    # each reading gets its own dicts (copies of the remembered ones)
+    extra: Dict[str, object] = {"current_raw": current_raw, **identity}
+    runtime, nominal, actual = get(0xB6), get(0xAA), get(0xB9)
+    return reading_from_fields(
         cell_voltages_volts=_cells(registers[CELLS_TAG]),  # type: ignore[arg-type]
-        pack_voltage_volts=round(scaled(0x83), 2),  # type: ignore[arg-type]
-        current_amperes=decode_current(int(registers[CURRENT_TAG]), protocol_version),  # type: ignore[arg-type]
-        state_of_charge_ratio=round(scaled(0x85), 2),  # type: ignore[arg-type]
+        pack_voltage_volts=round(int(registers[0x83]) * _SCALE_83, 2),  # type: ignore[arg-type]
+        current_amperes=decode_current(int(current_raw), identity["protocol_version"]),  # type: ignore[arg-type]
+        state_of_charge_ratio=round(int(registers[0x85]) * _SCALE_85, 2),  # type: ignore[arg-type]
         temperatures_celsius={
             sensor: decode_temperature(int(registers[tag]))  # type: ignore[arg-type]
             for tag, sensor in TEMPERATURE_SENSORS
         },
         charge_cycles=int(registers[0x87]),  # type: ignore[arg-type]
-        cycle_capacity_coulombs=scaled(0x89),  # type: ignore[arg-type]
-        runtime_seconds=scaled(0xB6),
-        nominal_capacity_coulombs=scaled(0xAA),
-        actual_capacity_coulombs=scaled(0xB9),
+        cycle_capacity_coulombs=int(registers[0x89]) * _SCALE_89,  # type: ignore[arg-type]
+        runtime_seconds=None if runtime is None else int(runtime) * _SCALE_B6,  # type: ignore[arg-type]
+        nominal_capacity_coulombs=None if nominal is None else int(nominal) * _SCALE_AA,  # type: ignore[arg-type]
+        actual_capacity_coulombs=None if actual is None else int(actual) * _SCALE_B9,  # type: ignore[arg-type]
         charge_mosfet_on=bool(status & STATUS_CHARGE_MOSFET),
         discharge_mosfet_on=bool(status & STATUS_DISCHARGE_MOSFET),
         balancing=bool(status & STATUS_BALANCING),
-        switches_enabled=switches,
-        alarm_bitmask=alarm_bits,
-        alarms={name: bool(alarm_bits >> bit & 1) for bit, name in enumerate(ALARM_BITS)},
+        switches_enabled=dict(_switches_of(registers)),
+        alarm_bitmask=int(registers[0x8B]),  # type: ignore[arg-type]
+        alarms=dict(_alarms_of(registers)),
         status_bitmask=status,
-        settings=settings,
-        device=DeviceInfo(
-            protocol=PROTOCOL_NAME,
-            protocol_version="" if protocol_version is None else str(protocol_version),
-            model=model_from_manufacturer_id(registers[0xBA]) if 0xBA in registers else "",  # type: ignore[arg-type]
-            hardware_version=hardware,
-            software_version=software,
-            device_id=text(0xB4),
-            manufacture_date=format_manufacture_date(text(0xB5)),
-            battery_type=(
-                ""
-                if battery_type is None
-                else BATTERY_TYPES.get(int(battery_type), str(battery_type))  # type: ignore[arg-type]
-            ),
-        ),
+        settings=_settings_of(registers),
+        device=device,
         extra=extra,
     )
+
+
+_SCALE_83, _SCALE_85, _SCALE_89, _SCALE_AA, _SCALE_B6, _SCALE_B9 = (
+    REGISTER_BY_TAG[tag].scale for tag in (0x83, 0x85, 0x89, 0xAA, 0xB6, 0xB9))
 
 
 def _ascii(text: str) -> bytes:
