@@ -8,10 +8,14 @@ output of the CLI (``report``), so the two can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Mapping, Tuple
+from itertools import repeat
+from operator import itemgetter, ne
+from typing import Dict, Iterator, List, Mapping, Tuple
 
 from .energy import SKIP_REASONS, EnergyTotals
-from .reading import NOT_REPORTED_KEY, READING_AGE_KEY, SETTING_UNITS, Reading, cell_label
+from .reading import (
+    NOT_REPORTED_KEY, READING_AGE_KEY, SETTING_UNITS, Reading, Setting, cell_label,
+)
 
 PREFIX = "jkbms_"
 
@@ -201,17 +205,18 @@ def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
     """Every sample a reading yields, labels in :attr:`MetricSpec.labels` order.
 
     A value the BMS does not report is left out, never exported as 0 or NaN."""
+    samples = _all_samples(reading, port)
     skipped = {spec for name in reading.extra.get(NOT_REPORTED_KEY, ())  # type: ignore[union-attr]
                for spec in _FIELD_SPECS.get(str(name), ())}
-    for spec, labels, value in _all_samples(reading, port):
-        # `value != value` only for NaN; `skipped` is empty but for JK04 (hashing a spec
-        # for every sample costs more than the rest of this loop)
-        if value != value or (skipped and spec in skipped):
-            continue
-        yield spec, labels, value
+    if skipped:  # JK04 only (hashing a spec for every sample costs more than the rest)
+        samples = [sample for sample in samples if sample[0] not in skipped]
+    values = list(map(_VALUE, samples))
+    if any(map(ne, values, values)):  # `value != value` only for NaN
+        samples = [sample for sample in samples if sample[2] == sample[2]]
     age = reading.extra.get(READING_AGE_KEY)
     if age is not None:
-        yield READING_AGE, (), float(age)  # type: ignore[arg-type]
+        samples.append((READING_AGE, (), float(age)))  # type: ignore[arg-type]
+    return iter(samples)
 
 
 def energy_samples(totals: EnergyTotals) -> Iterator[Sample]:
@@ -224,17 +229,64 @@ def energy_samples(totals: EnergyTotals) -> Iterator[Sample]:
         yield ENERGY_SKIPPED, (reason,), totals.skipped_seconds[reason]
 
 
-def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:
-    yield CELLS, (), reading.cells
-    for index, volts in enumerate(reading.cell_voltages_volts, start=1):
-        yield CELL_VOLTAGE, (cell_label(index),), volts
-    yield PACK_VOLTAGE, (), reading.pack_voltage_volts
-    yield CURRENT, (), reading.current_amperes
-    yield SOC, (), reading.state_of_charge_ratio
-    for sensor, celsius in reading.temperatures_celsius.items():
-        yield TEMPERATURE, (sensor,), celsius
-    yield CYCLES, (), reading.charge_cycles
-    yield CYCLE_CAPACITY, (), reading.cycle_capacity_coulombs
+#: ``(label value,)`` of each cell (``01``, ``02`` …), for the cell counts a BMS has.
+_CELL_LABELS = tuple((cell_label(index),) for index in range(1, 129))
+#: Label names in a mapping's order (``alarms``, ``temperatures_celsius`` …) → the
+#: ``(value,)`` label tuple of each. Bounded: cleared when full.
+_LABELS_OF_KEYS: Dict[Tuple[str, ...], Tuple[Tuple[str], ...]] = {}
+#: id of a settings tuple → (the tuple, its samples): decoders hand out the same tuple
+#: while a BMS's settings stay the same. Holding the tuple keeps its id from being reused.
+_SETTINGS_SAMPLES: Dict[int, Tuple[Tuple[Setting, ...], Tuple[Sample, ...]]] = {}
+_CACHE_LIMIT = 256
+_VALUE = itemgetter(2)
+
+
+def _keyed(spec: MetricSpec, mapping: Mapping[str, object]) -> "zip[Sample]":
+    """``(spec, (key,), value)`` for each item of ``mapping``, in its order."""
+    keys = tuple(mapping)
+    labels = _LABELS_OF_KEYS.get(keys)
+    if labels is None:
+        if len(_LABELS_OF_KEYS) >= _CACHE_LIMIT:
+            _LABELS_OF_KEYS.clear()
+        labels = _LABELS_OF_KEYS[keys] = tuple((key,) for key in keys)
+    return zip(repeat(spec), labels, mapping.values())  # type: ignore[arg-type]
+
+
+def _setting_samples(settings: Tuple[Setting, ...]) -> Tuple[Sample, ...]:
+    entry = _SETTINGS_SAMPLES.get(id(settings))
+    if entry is not None and entry[0] is settings:
+        return entry[1]
+    samples = tuple((SETTINGS[setting.unit], (setting.name,), setting.value)
+                    for setting in settings)
+    if isinstance(settings, tuple):  # immutable: its samples cannot change
+        if len(_SETTINGS_SAMPLES) >= _CACHE_LIMIT:
+            _SETTINGS_SAMPLES.clear()
+        _SETTINGS_SAMPLES[id(settings)] = (settings, samples)
+    return samples
+
+
+def _cell_labels(count: int) -> Tuple[Tuple[str], ...]:
+    if count <= len(_CELL_LABELS):
+        return _CELL_LABELS[:count]
+    return tuple((cell_label(index),) for index in range(1, count + 1))
+
+
+def _all_samples(reading: Reading, port: str) -> List[Sample]:
+    """The samples of :func:`reading_samples`, NaN and not-reported ones included, in
+    order; built as one list (a generator's resumption per sample costs more)."""
+    volts = reading.cell_voltages_volts
+    samples: List[Sample] = [(CELLS, (), reading.cells)]
+    samples += zip(repeat(CELL_VOLTAGE), _cell_labels(len(volts)), volts)
+    samples += (
+        (PACK_VOLTAGE, (), reading.pack_voltage_volts),
+        (CURRENT, (), reading.current_amperes),
+        (SOC, (), reading.state_of_charge_ratio),
+    )
+    samples += _keyed(TEMPERATURE, reading.temperatures_celsius)
+    samples += (
+        (CYCLES, (), reading.charge_cycles),
+        (CYCLE_CAPACITY, (), reading.cycle_capacity_coulombs),
+    )
     for spec, value in (  # what only some protocols or firmware report
         (RUNTIME, reading.runtime_seconds),
         (NOMINAL_CAPACITY, reading.nominal_capacity_coulombs),
@@ -244,22 +296,24 @@ def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:
         (STATE_OF_HEALTH, reading.state_of_health_ratio),
     ):
         if value is not None:
-            yield spec, (), value
-    yield MOSFET_ON, ("charge",), reading.charge_mosfet_on
-    yield MOSFET_ON, ("discharge",), reading.discharge_mosfet_on
-    yield BALANCING, (), reading.balancing
-    for switch, enabled in reading.switches_enabled.items():
-        yield SWITCH_ENABLED, (switch,), enabled
-    for alarm, active in reading.alarms.items():
-        yield ALARM, (alarm,), active
-    yield ALARM_BITMASK, (), reading.alarm_bitmask
-    yield STATUS_BITMASK, (), reading.status_bitmask
-    for setting in reading.settings:
-        yield SETTINGS[setting.unit], (setting.name,), setting.value
-    for index, ohms in enumerate(reading.cell_resistances_ohms or (), start=1):
-        yield BALANCE_WIRE_RESISTANCE, (cell_label(index),), ohms
+            samples.append((spec, (), value))
+    samples += (
+        (MOSFET_ON, ("charge",), reading.charge_mosfet_on),
+        (MOSFET_ON, ("discharge",), reading.discharge_mosfet_on),
+        (BALANCING, (), reading.balancing),
+    )
+    samples += _keyed(SWITCH_ENABLED, reading.switches_enabled)
+    samples += _keyed(ALARM, reading.alarms)
+    samples += (
+        (ALARM_BITMASK, (), reading.alarm_bitmask),
+        (STATUS_BITMASK, (), reading.status_bitmask),
+    )
+    samples += _setting_samples(reading.settings)
+    ohms = reading.cell_resistances_ohms
+    if ohms:
+        samples += zip(repeat(BALANCE_WIRE_RESISTANCE), _cell_labels(len(ohms)), ohms)
     device = reading.device
-    yield DEVICE_INFO, (
+    samples.append((DEVICE_INFO, (
         port,
         device.protocol,
         device.protocol_version,
@@ -270,7 +324,8 @@ def _all_samples(reading: Reading, port: str) -> Iterator[Sample]:
         device.manufacture_date,
         device.battery_type,
         device.serial_number,
-    ), 1
+    ), 1))
+    return samples
 
 
 def reading_to_json(reading: Reading, port: str = "") -> Mapping[str, object]:
