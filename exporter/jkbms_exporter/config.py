@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import ranges
-from .energy import DEFAULT_MAX_GAP
+from .defaults import DEFAULT_MAX_GAP, DEFAULT_PROTOCOL, PROTOCOLS
 from .errors import ConfigError
 from .links import ble as ble_link
 from .links.ble import is_ble_url
@@ -38,8 +38,6 @@ RESERVED_LABELS = frozenset((
     "device_id", "manufacture_date", "battery_type", "serial_number", "version",
     "python_version", "chemistry", "job", "instance", "le", "quantile",
 ))
-PROTOCOLS = ("jk-serial", "jk-pb", "auto")
-DEFAULT_PROTOCOL = "jk-serial"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

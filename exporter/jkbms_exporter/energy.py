@@ -29,12 +29,12 @@ import threading
 from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
+from .defaults import DEFAULT_MAX_GAP, MAX_GAP_RANGE
 from .reading import Reading
 
-#: Two samples further apart than this are not integrated (reason ``gap``).
-DEFAULT_MAX_GAP = 300.0
-#: The range ``energy_max_gap`` may be configured in (seconds).
-MAX_GAP_RANGE = (1.0, 86400.0)
+# Also re-exported from .defaults: DEFAULT_MAX_GAP, two samples further apart than this are
+# not integrated (reason ``gap``); MAX_GAP_RANGE, the range ``energy_max_gap`` may be
+# configured in (seconds).
 #: Why an interval was not integrated (every reason is exported from the start).
 SKIP_REASONS = ("gap", "failed_read", "implausible")
 #: Plausible pack voltage per cell in series: LTO cells go down to ~1.5 V, NMC up to 4.2 V.

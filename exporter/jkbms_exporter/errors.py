@@ -7,7 +7,9 @@ from the first scrape on.
 
 from __future__ import annotations
 
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is for type checkers only: every command imports this module
+    from typing import Optional
 
 READ_ERROR_REASONS = ("timeout", "checksum", "malformed", "io")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Dict, Optional, TextIO
 
-LEVELS = ("debug", "info", "warn", "error")
-FORMATS = ("logfmt", "json")
+from .defaults import LOG_FORMATS, LOG_LEVELS
+
+#: LEVELS, FORMATS: the choices of --log.level and --log.format (kept in .defaults).
+LEVELS = LOG_LEVELS
+FORMATS = LOG_FORMATS
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -42,6 +44,8 @@ class LogfmtFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        import json  # only for --log.format json: a one-shot command starts faster
+
         return json.dumps(_fields(record), ensure_ascii=False)
 
 

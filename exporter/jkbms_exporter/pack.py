@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment,misc]
 
-from .energy import DEFAULT_MAX_GAP
+from .defaults import CHEMISTRIES, DEFAULT_CHEMISTRY, DEFAULT_MAX_GAP, DEFAULT_READ_TIMEOUT
 from .protocols import jk_serial
 from .errors import FrameError, JkbmsError, ReadTimeout, TransportError
 from .reading import Reading
@@ -31,11 +31,9 @@ from .links.serial import SerialTransport
 
 log = logging.getLogger(__name__)
 
-DEFAULT_READ_TIMEOUT = 1.0
-#: Cell chemistries a pack may be configured with (``chemistry:``); exported as
-#: ``jkbms_chemistry_info`` for the alert rules' fallback protection levels.
-CHEMISTRIES = ("lifepo4", "nmc", "lto")
-DEFAULT_CHEMISTRY = "lifepo4"
+# Also re-exported from .defaults: DEFAULT_READ_TIMEOUT; CHEMISTRIES, the cell chemistries a
+# pack may be configured with (``chemistry:``), exported as ``jkbms_chemistry_info`` for the
+# alert rules' fallback protection levels; DEFAULT_CHEMISTRY.
 
 
 class ReadProtocol(Protocol):

@@ -4,30 +4,60 @@ One table, one check: a value that is not a finite number inside its range (``in
 ``nan``, ``-1``, ``1e308``, a 20-digit baud rate) is refused with one line that names the
 range, never passed on to crash or freeze something later. The README's flag and field
 tables list the same ranges.
+
+Every command's flags use these, so this module stays light: no dataclasses, no typing,
+argparse only when a flag is parsed.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Union
 
-from .energy import MAX_GAP_RANGE
+from .defaults import MAX_GAP_RANGE
 
-Number = Union[int, float]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is for type checkers only: it costs every command start-up time
+    from typing import Any, Callable, Union
+
+    Number = Union[int, float]
 
 
-@dataclass(frozen=True)
 class Range:
-    """``low``–``high`` (inclusive unless ``low_open``) of an ``int`` or ``float`` value."""
+    """``low``–``high`` (inclusive unless ``low_open``) of an ``int`` or ``float`` value.
+
+    Immutable, compared and hashed by value (a plain class: a dataclass would make every
+    command load ``dataclasses`` just to define its flags).
+    """
+
+    __slots__ = ("kind", "low", "high", "low_open", "unit")
 
     kind: type
     low: Number
     high: Number
     #: True: ``low`` itself is not allowed (a timeout must be greater than 0).
-    low_open: bool = False
-    unit: str = ""
+    low_open: bool
+    unit: str
+
+    def __init__(self, kind: type, low: Number, high: Number, low_open: bool = False,
+                 unit: str = "") -> None:
+        for name, value in zip(self.__slots__, (kind, low, high, low_open, unit)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Range cannot be changed")
+
+    def _fields(self) -> tuple:
+        return (self.kind, self.low, self.high, self.low_open, self.unit)
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is Range and self._fields() == other._fields()  # type: ignore
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Range(kind=%s, low=%r, high=%r, low_open=%r, unit=%r)" % (
+            self.kind.__name__, self.low, self.high, self.low_open, self.unit)
 
     def describe(self) -> str:
         unit = " " + self.unit if self.unit else ""
@@ -89,6 +119,8 @@ def flag_type(allowed: Range) -> Callable[[str], Number]:
         try:
             return allowed.check(text)
         except ValueError as error:
+            import argparse  # loaded already: only a command line parses flags
+
             raise argparse.ArgumentTypeError(str(error)) from None
 
     parse.__name__ = allowed.kind.__name__

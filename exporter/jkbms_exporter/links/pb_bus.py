@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..defaults import DEFAULT_REPLY_TIMEOUT
 from ..protocols import jk02, jk_pb, jk_pb_listen
 from ..errors import FrameError, ReadTimeout
 from ..reading import READING_AGE_KEY, Reading
@@ -37,9 +38,10 @@ from .serial import Framer, SerialTransport
 
 log = logging.getLogger(__name__)
 
-#: A JK-PB answers a trigger within ~100 ms (spec §5: ~260 ms per battery for two
-#: triggers in a master's cycle); waiting longer only makes an absent pack costlier.
-DEFAULT_REPLY_TIMEOUT = 0.5
+# DEFAULT_REPLY_TIMEOUT (from ..defaults): a JK-PB answers a trigger within ~100 ms (spec
+# §5: ~260 ms per battery for two triggers in a master's cycle); waiting longer only makes
+# an absent pack costlier.
+
 #: Spec §6.3: at least 120 ms between requests on the bus.
 BUS_GAP = 0.12
 SETTINGS_REFRESH = 300.0

@@ -28,13 +28,13 @@ except ImportError:  # pragma: no cover - Windows
     class _TermiosError(Exception):  # type: ignore[no-redef]
         pass
 
+from ..defaults import DEFAULT_BAUDRATE
 from ..errors import IncompleteFrameError, ReadTimeout, TransportError
 
 log = logging.getLogger(__name__)
 
 Framer = Callable[[bytes], Tuple[int, Optional[int]]]
 
-DEFAULT_BAUDRATE = 115200
 #: The JK vendor doc asks for at least 100 ms between packets on one port.
 DEFAULT_MIN_GAP = 0.1
 #: Longest a single blocking read may wait. Reads still return the moment the bytes asked
@@ -168,6 +168,9 @@ class SerialTransport:
         #: checked against this in the tests).
         self.sent: List[bytes] = []
         self.record_sent = False
+        #: Called after each request is written, before waiting for the reply: a one-shot
+        #: ``read`` imports what prints the answer while the BMS takes its time to answer.
+        self.after_write: Optional[Callable[[], None]] = None
 
     # ----------------------------------------------------------------- connection
 
@@ -243,6 +246,8 @@ class SerialTransport:
             port.flush()
         except PORT_ERRORS as error:
             raise self._fail(error, "writing to") from error
+        if self.after_write is not None:
+            self.after_write()
         try:
             return self._receive(port, framer, self._clock() + timeout, timeout)
         except (ReadTimeout, IncompleteFrameError):

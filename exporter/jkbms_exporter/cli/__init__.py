@@ -1,0 +1,81 @@
+"""Command line: ``serve``, ``read``, ``decode``, ``scan``, ``simulate``.
+
+Flags follow the Prometheus exporter style (``--web.listen-address``, ``--log.level``).
+Every expected failure ends in one line on stderr and a non-zero exit status, never a
+traceback.
+
+Rooms: :mod:`.parser` (the flags, added per command when it is parsed), :mod:`.oneshot`
+(``read``, ``decode``, ``scan``), :mod:`.serve` (``serve``, ``simulate``). A command's
+module is imported when the command runs, so a one-shot ``read`` starts without the web
+server, prometheus_client, the simulators or Bluetooth (issue 13).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import ConfigError, JkbmsError
+from .parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SIMULATED_PACK, UsageError, build_parser
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is for type checkers only: it costs every command start-up time
+    import argparse
+    from typing import Callable, Optional, Sequence
+
+__all__ = ["main", "build_parser", "UsageError", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE",
+           "SIMULATED_PACK"]
+
+#: Names the command modules define, for ``from jkbms_exporter.cli import X`` (PEP 562:
+#: importing this package does not import them).
+_ROOM_OF = {
+    "cmd_serve": "serve", "cmd_simulate": "serve", "simulated_bus": "serve",
+    "PB_LATENCY": "serve", "_catch_stop_signals": "serve",
+    "cmd_read": "oneshot", "cmd_decode": "oneshot", "cmd_scan": "oneshot",
+    "parse_hex": "oneshot",
+}
+
+
+def __getattr__(name: str) -> object:
+    room = _ROOM_OF.get(name)
+    if room == "serve":
+        from . import serve as module
+    elif room == "oneshot":
+        from . import oneshot as module  # type: ignore[no-redef]
+    else:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    return getattr(module, name)
+
+
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function that runs command ``name`` (its module imported now)."""
+    if name in ("read", "decode", "scan"):
+        from . import oneshot
+
+        return getattr(oneshot, "cmd_" + name)  # type: ignore[no-any-return]
+    from . import serve
+
+    return getattr(serve, "cmd_" + name)  # type: ignore[no-any-return]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return EXIT_USAGE
+        from ..logs import setup_logging
+
+        setup_logging(args.log_level, args.log_format)
+        return command(args.command)(args)
+    except (UsageError, ConfigError) as error:  # a bad flag or configuration value
+        print("jkbms-exporter: %s" % error, file=sys.stderr)
+        return EXIT_USAGE
+    except JkbmsError as error:
+        print("jkbms-exporter: %s" % error, file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `jkbms-exporter read … | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE

@@ -1,0 +1,96 @@
+"""A command imports what it uses (issue 13): ``--version`` and the help texts load no
+codec, no pyserial; a one-shot ``read`` loads no collector, web server, simulator or JK-PB
+bus code, and imports what prints its answer while the BMS takes its time to answer.
+Real subprocesses and simulators on pseudo-terminals; no timings (those are in bench/)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import List, Set
+
+import pytest
+
+from jkbms_exporter import defaults
+from jkbms_exporter.cli.oneshot import _read_once
+from jkbms_exporter.config import PackConfig, build_packs
+from jkbms_exporter.protocols import jk02_layout
+
+#: Prints the modules loaded after ``main(ARGV)`` as JSON on the last line of stdout.
+PROBE = (
+    "import json, sys\n"
+    "from jkbms_exporter.cli import main\n"
+    "try:\n"
+    "    code = main(sys.argv[1:])\n"
+    "except SystemExit as stop:\n"
+    "    code = stop.code\n"
+    "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))\n"
+)
+
+#: Loaded by no command that only prints its help or version.
+HEAVY_FOR_HELP = ("dataclasses", "typing", "serial", "logging", "shutil",
+                  "jkbms_exporter.reading", "jkbms_exporter.protocols", "jkbms_exporter.config")
+#: Never needed by a one-shot read of a JK-B board.
+NOT_FOR_READ = ("prometheus_client", "asyncio", "yaml", "jkbms_exporter.collector",
+                "jkbms_exporter.web.server", "jkbms_exporter.sim", "jkbms_exporter.links.pb_bus",
+                "jkbms_exporter.protocols.jk_pb", "jkbms_exporter.energy",
+                "jkbms_exporter.cli.serve", "jkbms_exporter.metrics")
+
+
+def loaded_after(*argv: str) -> Set[str]:
+    result = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True,
+                            text=True, timeout=60)
+    document = json.loads(result.stdout.strip().splitlines()[-1])
+    assert document["code"] in (0, None), result.stderr
+    return set(document["modules"])
+
+
+def offenders(loaded: Set[str], heavy: tuple) -> List[str]:
+    return sorted(name for name in loaded
+                  if any(name == h or name.startswith(h + ".") for h in heavy))
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["read", "--help"],
+                                  ["decode", "--help"], ["scan", "--help"]])
+def test_help_and_version_load_no_codec_and_no_pyserial(argv: List[str]) -> None:
+    assert offenders(loaded_after(*argv), HEAVY_FOR_HELP) == []
+
+
+def test_a_one_shot_read_loads_only_what_it_uses(simulator) -> None:
+    loaded = loaded_after("read", simulator())
+    assert offenders(loaded, NOT_FOR_READ) == []
+    assert "jkbms_exporter.report" in loaded  # it did print a table
+
+
+@pytest.mark.parametrize("command", ["serve", "read", "decode", "scan", "simulate"])
+def test_every_command_prints_its_help(command: str) -> None:
+    # scenario descriptions say "5 %": argparse %-formats help texts, which once crashed here
+    result = subprocess.run([sys.executable, "-m", "jkbms_exporter", command, "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.startswith("usage: jkbms-exporter %s " % command)
+
+
+def test_the_parser_defaults_match_the_codec() -> None:
+    # a codec cannot import defaults.py; the --generation choices must still be its own
+    assert defaults.GENERATIONS == jk02_layout.GENERATIONS
+
+
+def test_output_imports_start_between_the_request_and_the_reply(simulator) -> None:
+    path = simulator("--latency", "0.4")
+    (pack,) = build_packs([PackConfig("1", path)])
+    pack.transport.record_sent = True
+    calls: List[tuple] = []
+
+    def on_sent() -> None:
+        calls.append((time.monotonic(), len(pack.transport.sent)))
+
+    reading, _ = _read_once([pack], on_sent)
+    answered = time.monotonic()
+    assert len(reading.cell_voltages_volts) == 16
+    assert len(calls) == 1  # once, after the one request was written, not before
+    at, requests_written = calls[0]
+    assert requests_written == 1
+    assert answered - at >= 0.3  # it ran while the simulated BMS took 0.4 s to answer
