@@ -26,6 +26,7 @@ from typing import (
 
 from . import __version__
 from .energy import EnergyIntegrator
+from .exposition import RenderedFamily, join_families
 from .errors import READ_ERROR_REASONS, ReadTimeout, reason_of
 from .metrics import (
     ALL_SPECS,
@@ -43,7 +44,7 @@ from .pack import DEFAULT_CHEMISTRY, Pack
 from .reading import READING_AGE_KEY, Reading
 from .series import RenderedPart, SeriesLabels, SpecSample
 
-if TYPE_CHECKING:  # the exposition side imports prometheus_client: only when serving
+if TYPE_CHECKING:  # only a prometheus_client registry asks for descriptions
     from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
@@ -278,10 +279,12 @@ def status_samples(result: PackResult, status: PackStatus,
 
 
 class JkbmsCollector:
-    """A custom collector for a private :class:`prometheus_client.CollectorRegistry`.
+    """The exporter's metric families, read on each :meth:`collect`.
 
-    Families come out as :class:`~.exposition.RenderedFamily`: ordinary metric families to
-    prometheus_client, pre-rendered text to :func:`~.exposition.make_metrics_app`.
+    Families come out as :class:`~.exposition.RenderedFamily`: pre-rendered text to
+    :func:`~.exposition.make_metrics_app`, which serves the collector directly. It is also a
+    prometheus_client custom collector (``describe``, ``collect``), for registries that want
+    ordinary samples (the tests compare both).
     """
 
     def __init__(self, poller: Poller) -> None:
@@ -295,9 +298,7 @@ class JkbmsCollector:
         for spec in ALL_SPECS:
             yield _family(spec, () if spec is BUILD_INFO else self.poller.label_names)
 
-    def collect(self) -> Iterator[Metric]:
-        from .exposition import RenderedFamily, join_families
-
+    def collect(self) -> Iterator[RenderedFamily]:
         snapshot = self.poller.poll()
         families: Dict[str, RenderedFamily] = {}
         for result in snapshot.results:

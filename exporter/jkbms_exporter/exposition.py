@@ -1,35 +1,133 @@
 """Text exposition of the exporter's metric families, rendered where the data is.
 
-prometheus_client formats every sample at scrape time, one family after another, after
-the last pack has answered. Here each pack's samples become text lines in that pack's
-port worker as soon as its reply is in (:meth:`.series.SeriesLabels.render`); the scrape
-only joins finished text under the families' ``# HELP``/``# TYPE`` headers.
+Each pack's samples become text lines in that pack's port worker as soon as its reply is
+in (:meth:`.series.SeriesLabels.render`); a scrape only joins finished text under the
+families' ``# HELP``/``# TYPE`` headers (made once per family and format), and gzips it
+once.
 
-The bytes are the ones prometheus_client would write for the same families (label names
-sorted, values as Go formats floats, label values escaped; the test suite compares both),
-and the headers come from prometheus_client itself, so content negotiation (text 0.0.4,
-text 1.0.0, OpenMetrics) and gzip work as with :func:`prometheus_client.make_wsgi_app`.
-:class:`RenderedFamily` is still a :class:`~prometheus_client.Metric`: registries,
-``generate_latest`` and ``name[]`` filtering see ordinary samples, built only if asked for.
+The serving path does not import prometheus_client (its package pulls in an HTTP client,
+a WSGI server and process collectors: about 12 MB of a 30 MB exporter). What it would do
+is done here, and the test suite compares the two, byte for byte:
+
+* :func:`negotiate` picks the format and ``Content-Type`` as its ``choose_encoder`` does
+  (text 0.0.4, text 1.0.0 with a name escaping, OpenMetrics 1.0.0 and later versions);
+* the bodies are the ones its ``generate_latest`` functions write (a counter's HELP/TYPE
+  name has ``_total`` in the text formats, not in OpenMetrics; OpenMetrics ends with
+  ``# EOF``); ``?name[]=`` keeps the families whose samples have one of the names;
+* gzip when the client's ``Accept-Encoding`` lists it.
+
+:class:`RenderedFamily` also looks like a prometheus_client metric family (``name``,
+``type``, ``documentation``, ``unit``, ``samples``), so a collector yielding them can still
+be registered in a ``prometheus_client.CollectorRegistry`` (the tests do).
 """
 
 from __future__ import annotations
 
 import gzip
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple,
+    Union,
+)
 from urllib.parse import parse_qs
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.exposition import choose_encoder, gzip_accepted
-from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
-
 from .metrics import MetricSpec
-from .series import RenderedPart
+from .series import RenderedPart, escape_label_value, format_value
 
 #: gzip level of scrape replies: the text is repetitive, level 6 is within a few per cent
 #: of level 9 (prometheus_client's choice) in size at a fraction of the CPU.
 GZIP_LEVEL = 6
+
+TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
+TEXT_1_0_0 = "text/plain; version=1.0.0; charset=utf-8"
+OPENMETRICS_1_0_0 = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+EOF = "# EOF\n"
+
+#: Name escapings a client may ask for (``escaping=`` in ``Accept``); anything else is
+#: ``underscores``. Our metric and label names are all legacy-valid: only ``dots``
+#: changes them (every ``_`` doubled).
+ALLOW_UTF8, UNDERSCORES, DOTS, VALUES = "allow-utf-8", "underscores", "dots", "values"
+_ESCAPINGS = (ALLOW_UTF8, UNDERSCORES, DOTS, VALUES)
+
+
+class Format(NamedTuple):
+    """What a scrape is answered in."""
+
+    openmetrics: bool
+    escaping: str
+    content_type: str
+
+
+TEXT = Format(False, UNDERSCORES, TEXT_0_0_4)
+OPENMETRICS = Format(True, UNDERSCORES, OPENMETRICS_1_0_0)
+
+
+def _parameter(tokens: Sequence[str], name: str) -> str:
+    for token in tokens:
+        if "=" in token:
+            key, value = token.strip().split("=", 1)
+            if key == name:
+                return value
+    return ""
+
+
+def _escaping(tokens: Sequence[str]) -> str:
+    for token in tokens:
+        if "=" in token:
+            key, value = token.strip().split("=", 1)
+            if key == "escaping":
+                return value if value in _ESCAPINGS else UNDERSCORES
+    return UNDERSCORES
+
+
+def _at_least_1_0_0(version: str) -> bool:
+    """``version >= 1.0.0`` as prometheus_client compares versions (dot-separated parts,
+    numbers where they parse). Where it would compare a word with a number (and fail the
+    scrape with a TypeError), the entry is skipped instead."""
+    parts: List[Union[int, str]] = []
+    for part in version.split("."):
+        try:
+            parts.append(int(part))
+        except ValueError:
+            parts.append(part)
+    try:
+        return tuple(parts) >= (1, 0, 0)
+    except TypeError:
+        return False
+
+
+def negotiate(accept: Optional[str]) -> Format:
+    """The format for the client's ``Accept`` header: the first OpenMetrics entry with no
+    version or a version >= 1.0.0, or text/plain with a version >= 1.0.0; else text 0.0.4."""
+    for accepted in (accept or "").split(","):
+        tokens = accepted.split(";")
+        media_type = tokens[0].strip()
+        if media_type == "application/openmetrics-text":
+            version = _parameter(tokens, "version")
+            if not version:
+                return OPENMETRICS
+            if _at_least_1_0_0(version):
+                escaping = _escaping(tokens)
+                return Format(True, escaping, "application/openmetrics-text; version=%s; "
+                              "charset=utf-8; escaping=%s" % (version, escaping))
+        elif media_type == "text/plain":
+            version = _parameter(tokens, "version")
+            if version and _at_least_1_0_0(version):
+                escaping = _escaping(tokens)
+                return Format(False, escaping, TEXT_1_0_0 + "; escaping=" + escaping)
+    return TEXT
+
+
+def gzip_accepted(accept_encoding: Optional[str]) -> bool:
+    return any(coding.split(";")[0].strip().lower() == "gzip"
+               for coding in (accept_encoding or "").split(","))
+
+
+def _dots(name: str) -> str:
+    """A legacy-valid name in the ``dots`` escaping: every ``_`` doubled."""
+    return name.replace("_", "__")
+
+
+# ---------------------------------------------------------------------------- families
 
 
 def family_name(spec: MetricSpec) -> str:
@@ -38,10 +136,12 @@ def family_name(spec: MetricSpec) -> str:
     return name[: -len("_total")] if spec.kind == "counter" else name
 
 
-class RenderedFamily(Metric):
+class RenderedFamily:
     """A metric family whose samples are already exposition text, one part per pack."""
 
-    def __init__(self, spec: MetricSpec) -> None:  # noqa: super().__init__ would set samples
+    __slots__ = ("name", "documentation", "unit", "type", "spec", "parts")
+
+    def __init__(self, spec: MetricSpec) -> None:
         self.name = family_name(spec)
         self.documentation = spec.help
         self.unit = ""
@@ -49,11 +149,20 @@ class RenderedFamily(Metric):
         self.spec = spec
         self.parts: List[RenderedPart] = []
 
-    @property  # type: ignore[override]
-    def samples(self) -> List[Sample]:  # what prometheus_client's families would hold
+    @property
+    def samples(self) -> list:
+        """prometheus_client's samples of the family, for its own exposition (only it asks,
+        so it is imported already)."""
+        from prometheus_client.samples import Sample
+
         name = self.spec.full_name
         return [Sample(name, dict(zip(part.label_names, part.fixed + labels)), value)
                 for part in self.parts for labels, value in zip(part.labels, part.values)]
+
+    def _restricted_metric(self, names: Iterable[str]) -> Optional["RenderedFamily"]:
+        """prometheus_client's ``restricted_registry`` hook: the family if its samples'
+        name is asked for (all of a family's samples have one name)."""
+        return self if self.spec.full_name in names else None
 
 
 def join_families(parts: Iterable[Tuple[MetricSpec, RenderedPart]],
@@ -69,69 +178,98 @@ def join_families(parts: Iterable[Tuple[MetricSpec, RenderedPart]],
     return families
 
 
-# --------------------------------------------------------------------------- exposition
+# -------------------------------------------------------------------------- exposition
+
+#: spec name → (spec, {(openmetrics, escaping): header}): a dict look-up by a string and an
+#: identity check per family and scrape.
+_headers: Dict[str, Tuple[MetricSpec, Dict[Tuple[bool, str], str]]] = {}
 
 
-class _OneMetric:
-    def __init__(self, metric: Metric) -> None:
-        self.metric = metric
-
-    def collect(self) -> Iterator[Metric]:
-        yield self.metric
-
-
-_EOF = "# EOF\n"
-#: (content type, family name, type, help) → header lines; bounded, as clients choose
-#: the content type's parameters.
-_headers: Dict[Tuple[str, str, str, str], str] = {}
-_HEADER_CACHE_LIMIT = 512
-
-
-def _encode_one(encoder: Callable[[object], bytes], metric: Metric) -> str:
-    text = encoder(_OneMetric(metric)).decode("utf-8")
-    return text[: -len(_EOF)] if text.endswith(_EOF) else text
-
-
-def _header(encoder: Callable[[object], bytes], content_type: str, family: RenderedFamily) -> str:
-    key = (content_type, family.name, family.type, family.documentation)
-    header = _headers.get(key)
-    if header is None:
-        empty = Metric(family.name, family.documentation, family.type)
-        header = _encode_one(encoder, empty)
-        if len(_headers) >= _HEADER_CACHE_LIMIT:
-            _headers.clear()
-        _headers[key] = header
-    return header
-
-
-def render_registry(registry: object, accept_header: Optional[str]) -> Tuple[bytes, str]:
-    """The body and content type prometheus_client would answer for ``registry`` and the
-    client's ``Accept`` header; families already rendered are joined, not re-formatted."""
-    encoder, content_type = choose_encoder(accept_header or "")
-    openmetrics = content_type.startswith("application/openmetrics-text")
-    out: List[str] = []
-    for metric in registry.collect():  # type: ignore[attr-defined]
-        if isinstance(metric, RenderedFamily):
-            out.append(_header(encoder, content_type, metric))
-            out.extend(part.text for part in metric.parts)
-        else:
-            out.append(_encode_one(encoder, metric))
+def _make_header(spec: MetricSpec, openmetrics: bool, escaping: str) -> str:
+    help_text = spec.help.replace("\\", r"\\").replace("\n", r"\n")
     if openmetrics:
-        out.append(_EOF)
-    return "".join(out).encode("utf-8"), content_type
+        name = family_name(spec)
+        help_text = help_text.replace('"', r"\"")
+    else:
+        name = spec.full_name
+    if escaping == DOTS:
+        name = _dots(name)
+    return "# HELP %s %s\n# TYPE %s %s\n" % (name, help_text, name, spec.kind)
 
 
-def make_metrics_app(registry: object) -> Callable[[dict, Callable[..., object]], Sequence[bytes]]:
+def header(spec: MetricSpec, fmt: Format) -> str:
+    """The family's ``# HELP`` and ``# TYPE`` lines in ``fmt``."""
+    entry = _headers.get(spec.name)
+    if entry is None or entry[0] is not spec:
+        entry = _headers[spec.name] = (spec, {})
+    key = (fmt.openmetrics, fmt.escaping)
+    text = entry[1].get(key)
+    if text is None:
+        text = entry[1][key] = _make_header(spec, fmt.openmetrics, fmt.escaping)
+    return text
+
+
+def _dots_lines(spec: MetricSpec, part: RenderedPart) -> str:
+    """A part's sample lines with names in the ``dots`` escaping (rare: rendered anew)."""
+    names = part.label_names
+    order = sorted(range(len(names)), key=names.__getitem__)
+    escaped = [_dots(names[index]) for index in order]
+    name = _dots(spec.full_name)
+    lines = []
+    for labels, value in zip(part.labels, part.values):
+        values = part.fixed + labels
+        pairs = ",".join('%s="%s"' % (label, escape_label_value(values[index]))
+                         for label, index in zip(escaped, order))
+        lines.append("%s%s %s\n" % (name, "{%s}" % pairs if pairs else "", format_value(value)))
+    return "".join(lines)
+
+
+def render(families: Iterable[RenderedFamily], fmt: Format) -> bytes:
+    """The exposition of ``families`` in ``fmt``: headers and the parts' finished text."""
+    out: List[str] = []
+    append, extend = out.append, out.extend
+    for family in families:
+        spec = family.spec
+        append(header(spec, fmt))
+        if fmt.escaping == DOTS:
+            extend(_dots_lines(spec, part) for part in family.parts)
+        else:
+            extend([part.text for part in family.parts])
+    if fmt.openmetrics:
+        append(EOF)
+    return "".join(out).encode("utf-8")
+
+
+class FamilySource(Protocol):
+    """What serves the families: a collector (or a prometheus_client registry holding one)."""
+
+    def collect(self) -> Iterable[RenderedFamily]: ...
+
+
+def render_registry(source: FamilySource, accept_header: Optional[str],
+                    names: Optional[Sequence[str]] = None) -> Tuple[bytes, str]:
+    """The body and content type for ``source``'s families and the client's ``Accept``
+    header; ``names``, when given, keeps the families whose samples have one of them."""
+    fmt = negotiate(accept_header)
+    families: Iterator[RenderedFamily] = iter(source.collect())
+    if names is not None:
+        wanted = frozenset(names)
+        families = (family for family in families if family.spec.full_name in wanted)
+    return render(families, fmt), fmt.content_type
+
+
+WsgiApp = Callable[[dict, Callable[..., object]], Sequence[bytes]]
+
+
+def make_metrics_app(source: FamilySource) -> WsgiApp:
     """A WSGI app for ``GET`` of the metrics (the caller routes paths and methods)."""
-    fallback = make_wsgi_app(registry)  # type: ignore[arg-type]
 
     def metrics_app(environ: dict, start_response: Callable[..., object]) -> Sequence[bytes]:
         query = environ.get("QUERY_STRING", "")
-        if query and "name[]" in parse_qs(query):  # filtered scrapes: prometheus_client's way
-            return fallback(environ, start_response)  # type: ignore[no-any-return]
-        body, content_type = render_registry(registry, environ.get("HTTP_ACCEPT"))
+        names = parse_qs(query).get("name[]") if query else None
+        body, content_type = render_registry(source, environ.get("HTTP_ACCEPT"), names)
         headers = [("Content-Type", content_type)]
-        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
             body = gzip.compress(body, compresslevel=GZIP_LEVEL)
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)

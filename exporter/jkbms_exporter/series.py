@@ -3,8 +3,7 @@
 Each pack's samples become the lines prometheus_client would write for them (label names
 sorted, values as Go formats floats, label values escaped) in that pack's port worker, as
 soon as its reply is in; :mod:`.exposition` joins the finished parts under their families'
-headers. Kept free of prometheus_client, so the command line can import the collector's
-defaults without it.
+headers. Free of prometheus_client: the exporter serves without importing it.
 """
 
 from __future__ import annotations
@@ -23,19 +22,35 @@ SpecSample = Tuple[MetricSpec, Tuple[str, ...], float]
 #: scrape. Bounded: cleared when full.
 _formatted: Dict[float, str] = {}
 _FORMATTED_LIMIT = 4096
+_INF = float("inf")
+
+
+def go_float(number: float) -> str:
+    """``number`` as prometheus_client writes sample values (its take on Go's float
+    formatting): ``+Inf``, ``-Inf``, ``NaN``; Python's shortest ``repr`` otherwise, except
+    that a positive number with more than six digits before the point gets an exponent
+    (``1234567.0`` → ``1.234567e+06``, ``1e+16`` stays)."""
+    if number != number:
+        return "NaN"
+    if number == _INF:
+        return "+Inf"
+    if number == -_INF:
+        return "-Inf"
+    text = repr(number)
+    whole, point, fraction = text.partition(".")
+    if number > 0 and point and len(whole) > 6:
+        digits = whole + fraction
+        mantissa = (digits[0] + "." + digits[1:]).rstrip("0").rstrip(".")
+        return "%se+%02d" % (mantissa, len(whole) - 1)
+    return text
 
 
 def format_value(value: float) -> str:
-    """``value`` as the Prometheus text formats write it: prometheus_client's own
-    ``floatToGoString`` (``+Inf``, ``NaN``, ``1.5e+06``; its exponent form differs between
-    its versions), remembered. Imported here, not at the top: only serving renders, and
-    the command line's other commands need not load prometheus_client."""
+    """``value`` as the Prometheus text formats write it (:func:`go_float`), remembered."""
     number = float(value)
     text = _formatted.get(number)
     if text is None:
-        from prometheus_client.utils import floatToGoString
-
-        text = floatToGoString(number)
+        text = go_float(number)
         if number:  # 0.0 == -0.0 (and NaN is never found again): not cached
             if len(_formatted) >= _FORMATTED_LIMIT:
                 _formatted.clear()

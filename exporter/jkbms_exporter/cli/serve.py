@@ -1,7 +1,7 @@
 """The long-running commands: ``serve`` (the exporter) and ``simulate`` (a simulated BMS).
 
-Imported only when one of them runs: the one-shot commands never load the web server,
-prometheus_client or the simulators.
+Imported only when one of them runs: the one-shot commands never load the web server
+or the simulators (and nothing loads prometheus_client).
 """
 
 from __future__ import annotations
@@ -65,8 +65,6 @@ def _simulator_link(bms: Any, **options: Any) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry
-
     from ..collector import JkbmsCollector, Poller
     from ..web.server import ExporterApp, make_http_server
     from ..web.webconfig import load_web_config
@@ -116,9 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if simulator is not None:
             simulator.stop()
         raise
-    registry = CollectorRegistry()
-    registry.register(JkbmsCollector(poller))
-    app = ExporterApp(registry, poller, args.telemetry_path)
+    app = ExporterApp(JkbmsCollector(poller), poller, args.telemetry_path)
     try:
         server = make_http_server(app, args.listen_address, web_config)
     except OSError as error:

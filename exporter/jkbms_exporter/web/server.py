@@ -1,7 +1,7 @@
 """HTTP side: ``/metrics`` (or the configured path), the landing page at ``/`` (with its
 pack cards at ``/-/packs``), the health checks ``/-/healthy`` and ``/-/ready``, 404 elsewhere.
 
-prometheus_client's own WSGI app answers metrics on *every* path, so it is wrapped.
+Metrics come from :func:`..exposition.make_metrics_app` (no prometheus_client at run time).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry
-
 from ..collector import Poller
-from ..exposition import make_metrics_app
+from ..exposition import FamilySource, make_metrics_app
 from .landing import current_snapshot, landing_page, pack_cards
 from .address import DEFAULT_LISTEN_ADDRESS, DEFAULT_PORT, parse_listen_address  # noqa: F401
 from .webconfig import WebConfig
@@ -36,11 +34,13 @@ StartResponse = Callable[..., object]
 class ExporterApp:
     """The WSGI application."""
 
-    def __init__(self, registry: CollectorRegistry, poller: Poller,
+    def __init__(self, collector: FamilySource, poller: Poller,
                  telemetry_path: str = "/metrics") -> None:
+        """``collector``: the :class:`~..collector.JkbmsCollector` (or a prometheus_client
+        registry holding it) whose families ``telemetry_path`` serves."""
         self.telemetry_path = telemetry_path
         self.poller = poller
-        self._metrics_app = make_metrics_app(registry)
+        self._metrics_app = make_metrics_app(collector)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -56,7 +56,7 @@ class ExporterApp:
             return _plain(start_response, "413 Payload Too Large", "Request body too large.\n")
         if path == self.telemetry_path:
             if method == "HEAD":
-                # prometheus_client answers HEAD with 405: scrape as for GET; the server
+                # scrape as for GET; the server
                 # (make_http_server) sends the headers, Content-Length included, no body.
                 return self._metrics_app(dict(environ, REQUEST_METHOD="GET"), start_response)
             return self._metrics_app(environ, start_response)

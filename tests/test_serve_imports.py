@@ -1,0 +1,82 @@
+"""A running ``serve`` never imports prometheus_client (issue 13: ~12 MB of RSS and start-up
+time for an HTTP client, a WSGI server and process collectors it does not use)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from conftest import free_port
+
+#: Runs ``jkbms-exporter serve --simulate`` in this process's main thread (as the command
+#: does), scrapes it every way a client can from a helper thread, then prints which of the
+#: modules in question are loaded and stops the exporter with SIGTERM.
+SERVE_AND_SCRAPE = textwrap.dedent("""
+    import os, signal, socket, sys, threading, time
+    from jkbms_exporter import cli
+
+    PORT = int(sys.argv[1])
+    REQUESTS = [
+        "GET /metrics HTTP/1.0\\r\\n\\r\\n",
+        "GET /metrics HTTP/1.0\\r\\nAccept: application/openmetrics-text;version=1.0.0\\r\\n"
+        "Accept-Encoding: gzip\\r\\n\\r\\n",
+        "GET /metrics HTTP/1.0\\r\\nAccept: text/plain;version=1.0.0;escaping=dots\\r\\n\\r\\n",
+        "GET /metrics?name[]=jkbms_up HTTP/1.0\\r\\n\\r\\n",
+        "HEAD /metrics HTTP/1.0\\r\\n\\r\\n",
+        "GET / HTTP/1.0\\r\\n\\r\\n",
+        "GET /-/packs HTTP/1.0\\r\\n\\r\\n",
+        "GET /-/ready HTTP/1.0\\r\\n\\r\\n",
+    ]
+
+    def ask(request):
+        with socket.create_connection(("127.0.0.1", PORT), timeout=10) as sock:
+            sock.sendall(request.encode())
+            answer = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return answer
+                answer += chunk
+
+    def scrape_then_stop():
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ask(REQUESTS[0])
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        for request in REQUESTS:
+            status = ask(request).split(b"\\r\\n", 1)[0]
+            print("answer", status.decode(), flush=True)
+        print("loaded", sorted(name for name in sys.modules
+                               if name.split(".")[0] == "prometheus_client"), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=scrape_then_stop, daemon=True).start()
+    sys.exit(cli.main(["serve", "--simulate", "--min-interval", "0", "--log.level", "error",
+                       "--web.listen-address", "127.0.0.1:%d" % PORT]))
+""")
+
+
+def test_a_serving_and_scraped_exporter_has_not_imported_prometheus_client() -> None:
+    result = subprocess.run([sys.executable, "-c", SERVE_AND_SCRAPE, str(free_port())],
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    answers = [line for line in lines if line.startswith("answer ")]
+    assert len(answers) == 8 and all(" 200 " in line for line in answers), result.stdout
+    assert "loaded []" in lines, result.stdout
+
+
+def test_the_check_sees_prometheus_client_when_it_is_imported() -> None:
+    """The same check reports prometheus_client once something imports it: it can fail."""
+    script = SERVE_AND_SCRAPE.replace("from jkbms_exporter import cli",
+                                      "from jkbms_exporter import cli\nimport prometheus_client")
+    result = subprocess.run([sys.executable, "-c", script, str(free_port())],
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "loaded []" not in result.stdout and "'prometheus_client'" in result.stdout
