@@ -139,21 +139,33 @@ def family_name(spec: MetricSpec) -> str:
 class RenderedFamily:
     """A metric family whose samples are already exposition text, one part per pack."""
 
-    __slots__ = ("name", "documentation", "unit", "type", "spec", "parts")
+    __slots__ = ("spec", "parts")
 
     def __init__(self, spec: MetricSpec) -> None:
-        self.name = family_name(spec)
-        self.documentation = spec.help
-        self.unit = ""
-        self.type = spec.kind
         self.spec = spec
         self.parts: List[RenderedPart] = []
 
+    # What prometheus_client reads of a family, for its own exposition (only it asks).
+
+    @property
+    def name(self) -> str:
+        return family_name(self.spec)
+
+    @property
+    def documentation(self) -> str:
+        return self.spec.help
+
+    @property
+    def type(self) -> str:
+        return self.spec.kind
+
+    @property
+    def unit(self) -> str:
+        return ""
+
     @property
     def samples(self) -> list:
-        """prometheus_client's samples of the family, for its own exposition (only it asks,
-        so it is imported already)."""
-        from prometheus_client.samples import Sample
+        from prometheus_client.samples import Sample  # imported already: it is asking
 
         name = self.spec.full_name
         return [Sample(name, dict(zip(part.label_names, part.fixed + labels)), value)
@@ -171,10 +183,11 @@ def join_families(parts: Iterable[Tuple[MetricSpec, RenderedPart]],
     """Add rendered parts to their families (created in order of first appearance)."""
     families = {} if families is None else families
     for spec, part in parts:
-        family = families.get(spec.name)
-        if family is None:
+        try:
+            families[spec.name].parts.append(part)
+        except KeyError:
             family = families[spec.name] = RenderedFamily(spec)
-        family.parts.append(part)
+            family.parts.append(part)
     return families
 
 
