@@ -57,6 +57,7 @@ from .jk02_encode import (  # noqa: F401
     cell_info_values, device_info_values, encode_cell_info, encode_device_info,
     encode_frame, encode_settings, settings_values,
 )
+from .jk02_fields import decode_fields, read_field as _read_field  # noqa: F401
 from .jk02_layout import (  # noqa: F401
     ALARM_BITS, ALARM_WORD_BITS, CellMaskError, CELL_INFO_FIELDS, CELL_SLOTS, checksum,
     CHECKSUM_OFFSET, _check_generation, COMMAND_CELL_INFO, COMMAND_DEVICE_INFO,
@@ -113,30 +114,6 @@ def frame_type_of(frame: bytes) -> int:
     if len(frame) <= TYPE_OFFSET:
         raise TruncatedFieldError("frame too short to hold a frame type", len(frame))
     return frame[TYPE_OFFSET]
-
-
-def _read_field(frame: bytes, row: Field) -> object:
-    if row.end > len(frame):
-        raise TruncatedFieldError("field %s needs bytes %d…%d" % (row.name, row.offset, row.end - 1),
-                                  row.offset)
-    if row.kind == "str":
-        return decode_text(frame[row.offset : row.end])
-    items: List[Union[int, float]] = []
-    for index in range(row.count):
-        start = row.offset + index * row.width
-        raw = frame[start : start + row.width]
-        if row.kind == "f":
-            # float32 carries ~7 significant digits: 6 decimals keep every real one
-            items.append(round(struct.unpack("<f", raw)[0] * row.scale, 6))
-            continue
-        number = int.from_bytes(raw, "little", signed=row.kind == "i")
-        items.append(number if row.scale == 1.0 else round(number * row.scale, 9))
-    return tuple(items) if row.count > 1 else items[0]
-
-
-def decode_fields(frame: bytes, fields: Sequence[Field]) -> Dict[str, object]:
-    """Read every row of ``fields`` from a 300-byte frame (secret rows are skipped)."""
-    return {row.name: _read_field(frame, row) for row in fields if row.kind != "secret"}
 
 
 def _decode_logbook(frame: bytes) -> Dict[str, object]:
