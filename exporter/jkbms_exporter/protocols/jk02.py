@@ -41,7 +41,7 @@ from ..errors import (
     LengthMismatchError,
     TruncatedFieldError,
 )
-from ..reading import NOT_REPORTED_KEY, DeviceInfo, Reading, Setting
+from ..reading import NOT_REPORTED_KEY, DeviceInfo, Reading, reading_from_fields, Setting
 # Re-exported: the tables, quirks and encoders are part of this codec's interface.
 from .jk02_quirks import (  # noqa: F401
     cell_count,
@@ -352,7 +352,7 @@ def reading_from_frames(cell_info: DecodedFrame, settings: Optional[DecodedFrame
                      "manufacture_date", "serial_number"}
         extra.update((k, v) for k, v in dvalues.items() if k not in in_device)
 
-    return Reading(
+    return reading_from_fields(
         cell_voltages_volts=cells,
         pack_voltage_volts=pack_voltage,
         current_amperes=current,
