@@ -20,8 +20,11 @@ compiles the source of every module it imports: the cost of importing more than 
 doubled.
 
 ``--callgrind`` instead counts the instructions of one whole ``read`` process (every
-thread, start-up and imports included) with ``valgrind --tool=callgrind``: repeatable on a
-busy machine, so the figure to compare before/after a change. ``--exporter-path`` runs
+thread, start-up and imports included) with ``valgrind --tool=callgrind``, and of the same
+process stopped the moment its request is written (pyserial's ``Serial.write`` patched to
+exit: the work before the BMS can start answering, which no answer time hides). Run with
+``PYTHONHASHSEED=0``: repeatable on a busy machine, so the figures to compare before and
+after a change. ``--exporter-path`` runs
 another checkout's package (e.g. an export of main) for a before/after comparison.
 """
 
@@ -50,6 +53,18 @@ CELLS = 16
 REQUEST_BYTES = 21
 GAP = 0.2
 TARGET_FACTOR = 1.8
+#: ``python -c`` this, then ``read PORT``: the read stops as its first request is written.
+UNTIL_REQUEST = (
+    "import os, sys\n"
+    "import serial.serialposix as posix\n"
+    "write = posix.Serial.write\n"
+    "def write_and_exit(self, data):\n"
+    "    write(self, data)\n"
+    "    os._exit(0)\n"
+    "posix.Serial.write = write_and_exit\n"
+    "from jkbms_exporter.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
 
 def load() -> str:
@@ -104,7 +119,7 @@ def main() -> None:
                         help="the package to measure (default: this checkout)")
     parser.add_argument("--json", action="store_true", help="time `read --json`")
     parser.add_argument("--callgrind", action="store_true",
-                        help="count the instructions of --runs reads (at most 3) instead")
+                        help="count instructions instead (one read, and one until its request)")
     parser.add_argument("--no-bytecode-cache", dest="bytecode_cache", action="store_false",
                         help="compile every imported module's source in every run")
     args = parser.parse_args()
@@ -127,9 +142,11 @@ def main() -> None:
     try:
         timed_read(command, env)  # warm-up: the .pyc files are written, the caches filled
         if args.callgrind:
-            counts = [instructions(command, env) for _ in range(min(args.runs, 3))]
-            print("instructions of one whole `read` process: %s (median %d)"
-                  % (", ".join(str(c) for c in counts), statistics.median(counts)))
+            env["PYTHONHASHSEED"] = "0"
+            whole = instructions(command, env)
+            until = instructions([sys.executable, "-c", UNTIL_REQUEST] + command[3:], env)
+            print("instructions of one whole `read` process: %d; until its request is "
+                  "written: %d" % (whole, until))
             return
         runs = []
         for _ in range(args.runs):

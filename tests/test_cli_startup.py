@@ -16,7 +16,8 @@ import pytest
 from jkbms_exporter import defaults
 from jkbms_exporter.cli.oneshot import _read_once
 from jkbms_exporter.config import PackConfig, build_packs
-from jkbms_exporter.protocols import jk02_layout
+from jkbms_exporter.links.serial import SerialTransport
+from jkbms_exporter.protocols import jk02_layout, jk_serial
 
 #: Prints the modules loaded after ``main(ARGV)`` as JSON on the last line of stdout.
 PROBE = (
@@ -94,3 +95,49 @@ def test_output_imports_start_between_the_request_and_the_reply(simulator) -> No
     at, requests_written = calls[0]
     assert requests_written == 1
     assert answered - at >= 0.3  # it ran while the simulated BMS took 0.4 s to answer
+
+
+#: Runs ``read`` and says what was loaded when its request went out (a tty or gateway).
+EARLY_PROBE = (
+    "import json, sys\n"
+    "from jkbms_exporter.cli import main\n"
+    "from jkbms_exporter.links.serial import SerialTransport\n"
+    "seen = []\n"
+    "send_early = SerialTransport.send_early\n"
+    "def spy(self, request):\n"
+    "    seen.append(sorted(sys.modules))\n"
+    "    send_early(self, request)\n"
+    "SerialTransport.send_early = spy\n"
+    "code = main(sys.argv[1:])\n"
+    "print(json.dumps({'code': code, 'seen': seen}))\n"
+)
+
+
+@pytest.mark.parametrize("protocol", ["jk-serial", "auto"])
+def test_a_jk_b_read_sends_its_request_before_loading_the_rest(simulator,
+                                                               protocol: str) -> None:
+    result = subprocess.run([sys.executable, "-c", EARLY_PROBE, "read", simulator(),
+                             "--protocol", protocol, "--json"],
+                            capture_output=True, text=True, timeout=60)
+    document = json.loads(result.stdout.strip().splitlines()[-1])
+    assert document["code"] == 0, result.stderr
+    (loaded,) = document["seen"]  # one early request
+    assert "jkbms_exporter.protocols.jk_serial" in loaded  # the codec built the request
+    assert offenders(set(loaded), ("jkbms_exporter.config", "jkbms_exporter.pack",
+                                   "jkbms_exporter.report", "jkbms_exporter.metrics",
+                                   "jkbms_exporter.energy", "jkbms_exporter.capture")) == []
+
+
+def test_an_exchange_after_an_early_request_only_waits_for_its_reply(simulator) -> None:
+    transport = SerialTransport(simulator("--latency", "0.2"))
+    transport.record_sent = True
+    try:
+        request = jk_serial.read_all_request()
+        transport.send_early(request)
+        frame = transport.exchange(request, jk_serial.locate_frame, 2.0)
+        assert transport.sent == [request]  # written once
+        assert len(jk_serial.decode_reply(frame).cell_voltages_volts) == 16
+        transport.exchange(request, jk_serial.locate_frame, 2.0)  # the next one is written
+        assert transport.sent == [request, request]
+    finally:
+        transport.close()

@@ -340,12 +340,18 @@ def build_ble_pack(name: str, url: str, read_timeout: float, invert_current: boo
     return ble_link.build_ble_pack(name, url, read_timeout, invert_current, labels, **options)
 
 
-def build_packs(configs: Sequence[PackConfig]) -> List[Pack]:
-    """Packs with one shared transport per URL, and one :class:`PbBus` per JK-PB bus."""
+def build_packs(configs: Sequence[PackConfig],
+                opened: Optional[Mapping[str, SerialTransport]] = None) -> List[Pack]:
+    """Packs with one shared transport per URL, and one :class:`PbBus` per JK-PB bus.
+
+    ``opened``: transports already made, by URL, used instead of new ones (a one-shot
+    ``read`` opens its port and sends its request before it builds its pack); each must be
+    what this function would make for the URL.
+    """
     check_configs(configs)
     if any(_shares_bus(config) for config in configs):  # a jk-serial read never needs it
         from .links.pb_bus import BUS_GAP, DEFAULT_REPLY_TIMEOUT, LISTEN_WINDOW, JkPbProtocol, PbBus
-    transports: Dict[str, SerialTransport] = {}
+    transports: Dict[str, SerialTransport] = dict(opened or {})
     buses: Dict[str, PbBus] = {}
     packs: List[Pack] = []
     for config in configs:

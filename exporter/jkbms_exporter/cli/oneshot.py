@@ -1,9 +1,12 @@
 """The one-shot commands: ``read``, ``decode`` and ``scan``.
 
 A one-shot ``read`` is timed by its user (issue 13: spawn to exit within 1.8 x the BMS's
-answer and wire time). It imports what it needs to send the request and nothing more
-before the request is on its way; what prints the answer (the table, or JSON) is imported
-in a thread while the BMS takes its ~90 ms to answer.
+answer and wire time). A JK-B board (``jk-serial``, and the first try of ``auto``) is sent
+its read-all request as soon as the port is open and the codec has built the request,
+before the pack, the configuration and what prints the answer are imported: they load
+while the BMS takes its ~90 ms to answer (:meth:`SerialTransport.send_early`). Other
+reads import what prints the answer in a thread once their first request is written
+(``after_write``).
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import logging
 import sys
 import threading
 
-from ..errors import JkbmsError, TransportError
+from ..errors import ConfigError, JkbmsError, TransportError
 from .parser import EXIT_FAILURE, EXIT_OK, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is for type checkers only: it costs every command start-up time
-    from typing import Any, Callable, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
+    from ..links.serial import SerialTransport
     from ..reading import Reading
 
 log = logging.getLogger("jkbms_exporter")
@@ -81,16 +85,23 @@ def cmd_read(args: argparse.Namespace) -> int:
         read_timeout = max(read_timeout or 0.0,
                            DEFAULT_SCAN_TIMEOUT + DEFAULT_CONNECT_TIMEOUT + 5.0)
     imports = _OutputImports(args.json, args.raw)
+    auto = args.protocol == "auto" and args.address is None and not is_ble_url(args.url)
+    opened: Dict[str, SerialTransport] = {}
+    if auto or (args.protocol == "jk-serial" and not is_ble_url(args.url)):
+        opened[args.url] = _send_early(args.url, args.baud)
+        imports.start()
     try:
-        if args.protocol == "auto" and args.address is None and not is_ble_url(args.url):
-            reading, frame = _read_auto(args, read_timeout, imports.start)
+        if auto:
+            reading, frame = _read_auto(args, read_timeout, imports.start, opened)
         else:
             from ..config import PackConfig, build_packs
 
             config = PackConfig("1", args.url, args.baud, read_timeout, protocol=args.protocol,
                                 address=args.address if args.protocol != "jk-serial" else None)
-            reading, frame = _read_once(build_packs([config]), imports.start)
+            reading, frame = _read_once(build_packs([config], opened), imports.start)
     finally:
+        for transport in opened.values():  # closed by the read, unless it never began
+            transport.close()
         imports.join()
     shown = b""
     if args.raw and frame:
@@ -99,6 +110,24 @@ def cmd_read(args: argparse.Namespace) -> int:
         shown = redact(frame)
     _print_reading(reading, args.json, port=args.url, frame=shown)
     return EXIT_OK
+
+
+def _send_early(url: str, baudrate: int) -> SerialTransport:
+    """The port of a JK-B read, open, with the read-all request written: the transport
+    :func:`~jkbms_exporter.config.build_packs` would make for it (it checks the URL the
+    same way first, and fails as the read itself would)."""
+    from ..links.serial import SerialTransport, check_url
+
+    try:
+        check_url(url)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    # every 4E57 frame comes from the codec's guarded builder (reads only), none from here
+    from ..protocols import jk_serial
+
+    transport = SerialTransport(url, baudrate=baudrate)
+    transport.send_early(jk_serial.read_all_request())
+    return transport
 
 
 def _read_once(packs: List[Any], on_sent: Optional[Callable[[], None]] = None
@@ -126,9 +155,11 @@ def _read_once(packs: List[Any], on_sent: Optional[Callable[[], None]] = None
 
 
 def _read_auto(args: argparse.Namespace, read_timeout: Optional[float],
-               on_sent: Optional[Callable[[], None]] = None) -> Tuple[Any, bytes]:
+               on_sent: Optional[Callable[[], None]] = None,
+               opened: Optional[Dict[str, SerialTransport]] = None) -> Tuple[Any, bytes]:
     """``read --protocol auto`` without ``--address``: JK-B (4E57) first, then a JK-PB pack
-    at each DIP address 1-15, as ``serve`` would find it; says what was tried."""
+    at each DIP address 1-15, as ``serve`` would find it; says what was tried. ``opened``:
+    the port with the JK-B request already sent (:func:`_send_early`)."""
     from ..config import PackConfig, build_packs
 
     first: Optional[JkbmsError] = None
@@ -136,7 +167,8 @@ def _read_auto(args: argparse.Namespace, read_timeout: Optional[float],
                     [PackConfig(str(address), args.url, args.baud, read_timeout,
                                 protocol="jk-pb", address=address) for address in range(1, 16)]):
         try:
-            return _read_once(build_packs(configs), on_sent)
+            # the JK-B try reads the answer to the request already sent; JK-PB opens anew
+            return _read_once(build_packs(configs, opened if first is None else None), on_sent)
         except TransportError:
             raise
         except JkbmsError as error:

@@ -18,7 +18,6 @@ import re
 import threading
 import time
 from typing import Callable, List, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
 
 import serial
 
@@ -51,15 +50,16 @@ BACKOFF_MAX = 5.0
 DEFAULT_FRAME_IDLE_TIMEOUT = 0.3
 
 
-#: pyserial's wrapping of the system's message ("could not open port X: [Errno 2] …").
-_PYSERIAL_PREFIX = re.compile(r"^(?:\[Errno -?\d+\] )?could not open port \S*: "
-                              r"|^\[Errno -?\d+\] ", re.IGNORECASE)
+#: pyserial's wrapping of the system's message ("could not open port X: [Errno 2] …");
+#: compiled by ``re`` on first use (only an error needs it).
+_PYSERIAL_PREFIX = (r"^(?:\[Errno -?\d+\] )?could not open port \S*: "
+                    r"|^\[Errno -?\d+\] ")
 
 
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     while True:  # the reason, without pyserial's "could not open port …:" and errno wrappers
-        shorter = _PYSERIAL_PREFIX.sub("", text, count=1)
+        shorter = re.sub(_PYSERIAL_PREFIX, "", text, count=1, flags=re.IGNORECASE)
         if shorter == text or not shorter:
             break
         text = shorter
@@ -95,6 +95,8 @@ def check_url(url: str) -> None:
                                                                 KNOWN_SCHEMES)))
     if scheme not in _NETWORK_OPTIONS:
         return
+    from urllib.parse import parse_qs, urlsplit  # network URLs only: a device path never
+
     form = "%s://HOST:PORT" % scheme
     try:
         parts = urlsplit(url)
@@ -171,6 +173,8 @@ class SerialTransport:
         #: Called after each request is written, before waiting for the reply: a one-shot
         #: ``read`` imports what prints the answer while the BMS takes its time to answer.
         self.after_write: Optional[Callable[[], None]] = None
+        #: Written by :meth:`send_early`, its reply not yet asked for.
+        self._early_request: Optional[bytes] = None
 
     # ----------------------------------------------------------------- connection
 
@@ -212,6 +216,7 @@ class SerialTransport:
 
     def close(self) -> None:
         port, self._port = self._port, None
+        self._early_request = None
         if port is not None:
             try:
                 port.close()
@@ -235,6 +240,31 @@ class SerialTransport:
         Callers must hold :attr:`lock`.
         """
         port = self._port or self._open()
+        early, self._early_request = self._early_request, None
+        if early != request:
+            self._write(port, request)
+            if self.after_write is not None:
+                self.after_write()
+        try:
+            return self._receive(port, framer, self._clock() + timeout, timeout)
+        except (ReadTimeout, IncompleteFrameError):
+            self._last_activity = self._clock()
+            raise
+        except PORT_ERRORS as error:
+            raise self._fail(error, "reading from") from error
+
+    def send_early(self, request: bytes) -> None:
+        """Open the port and write ``request`` now, ahead of the :meth:`exchange` that
+        asks for it: that exchange then only waits for the reply. A one-shot ``read``
+        sends its request this way before it loads the codec and what prints the answer,
+        which then load while the BMS takes its time to answer. Raises
+        :class:`TransportError` as :meth:`exchange` would. Callers must hold :attr:`lock`
+        (or be the port's only user)."""
+        port = self._port or self._open()
+        self._write(port, request)
+        self._early_request = bytes(request)
+
+    def _write(self, port: serial.SerialBase, request: bytes) -> None:
         gap = self._last_activity + self.min_gap - self._clock()
         if gap > 0:
             time.sleep(gap)
@@ -246,15 +276,6 @@ class SerialTransport:
             port.flush()
         except PORT_ERRORS as error:
             raise self._fail(error, "writing to") from error
-        if self.after_write is not None:
-            self.after_write()
-        try:
-            return self._receive(port, framer, self._clock() + timeout, timeout)
-        except (ReadTimeout, IncompleteFrameError):
-            self._last_activity = self._clock()
-            raise
-        except PORT_ERRORS as error:
-            raise self._fail(error, "reading from") from error
 
     def _receive(self, port: serial.SerialBase, framer: Framer, deadline: float,
                  timeout: float) -> bytes:

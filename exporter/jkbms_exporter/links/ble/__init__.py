@@ -44,8 +44,7 @@ Rooms: :mod:`.url` (URLs), :mod:`.backend` (the radio seam, bleak, GATT), :mod:`
 # part of the BLE link. They are loaded on first use (PEP 562): asyncio and the GATT code
 # cost a one-shot command that never touches Bluetooth more than its whole serial read.
 _PUBLIC = {
-    "url": ("BleTarget", "DEFAULT_MAX_AGE", "is_ble_url", "parse_ble_url", "SCHEME",
-            "SIM_SCHEME"),
+    "url": ("BleTarget", "DEFAULT_MAX_AGE", "parse_ble_url"),
     "backend": ("BleakBackend", "BleakMissingError", "BleBackend", "BleClient",
                 "CHARACTERISTIC_UUID", "default_backend", "INSTALL_HINT", "JK_MANUFACTURER_ID",
                 "LinkError", "MISSING_BLEAK", "normalize_uuid", "pick_characteristics",
@@ -58,7 +57,18 @@ _PUBLIC = {
     "scan": ("format_scan_results", "jk_evidence", "JK_NAME", "scan_ble", "ScanResult"),
 }
 _ROOM_OF = {name: room for room, names in _PUBLIC.items() for name in names}
-__all__ = sorted(_ROOM_OF)
+__all__ = sorted(list(_ROOM_OF) + ["SCHEME", "SIM_SCHEME", "is_ble_url"])
+
+# What every pack's configuration asks of a URL is answered here, without loading any room.
+SCHEME = "ble://"
+#: A simulated BMS on the fake radio of :mod:`jkbms_exporter.sim.ble_radio` (demos, tests).
+SIM_SCHEME = "ble+sim://"
+
+
+def is_ble_url(url: str) -> bool:
+    """True for the URLs :func:`build_ble_pack` handles (``ble://``, ``ble+sim://``)."""
+    lowered = url.lower()
+    return lowered.startswith(SCHEME) or lowered.startswith(SIM_SCHEME)
 
 
 def __getattr__(name: str) -> object:

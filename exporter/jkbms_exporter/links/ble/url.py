@@ -14,11 +14,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-
-
-SCHEME = "ble://"
-#: A simulated BMS on the fake radio of :mod:`jkbms_exporter.sim.ble_radio` (demos, tests).
-SIM_SCHEME = "ble+sim://"
+# SCHEME, SIM_SCHEME and is_ble_url live in the package itself: config asks every URL
+# whether it is one, and a serial read then loads none of this module.
+from . import SCHEME, SIM_SCHEME, is_ble_url  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_AGE = 30.0
 
@@ -105,9 +103,3 @@ def parse_ble_url(url: str) -> BleTarget:
         name = where
     sim = tuple(sorted((k, v) for k, v in values.items() if k in ("cells", "scenario", "interval")))
     return BleTarget(url, address, name, generation, max_age, simulated, sim)
-
-
-def is_ble_url(url: str) -> bool:
-    """True for the URLs :func:`build_ble_pack` handles (``ble://``, ``ble+sim://``)."""
-    lowered = url.lower()
-    return lowered.startswith(SCHEME) or lowered.startswith(SIM_SCHEME)
