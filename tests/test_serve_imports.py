@@ -1,5 +1,6 @@
-"""A running ``serve`` never imports prometheus_client (issue 13: ~12 MB of RSS and start-up
-time for an HTTP client, a WSGI server and process collectors it does not use)."""
+"""A running ``serve`` never imports prometheus_client (issue 13: RSS and start-up time for an
+HTTP client, a WSGI server and process collectors it does not use), nor PyYAML when no
+configuration file is given."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ SERVE_AND_SCRAPE = textwrap.dedent("""
             print("answer", status.decode(), flush=True)
         print("loaded", sorted(name for name in sys.modules
                                if name.split(".")[0] == "prometheus_client"), flush=True)
+        print("yaml loaded", "yaml" in sys.modules, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=scrape_then_stop, daemon=True).start()
@@ -62,7 +64,7 @@ SERVE_AND_SCRAPE = textwrap.dedent("""
 """)
 
 
-def test_a_serving_and_scraped_exporter_has_not_imported_prometheus_client() -> None:
+def test_a_serving_and_scraped_exporter_has_not_imported_prometheus_client_nor_pyyaml() -> None:
     result = subprocess.run([sys.executable, "-c", SERVE_AND_SCRAPE, str(free_port())],
                             capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr
@@ -70,6 +72,8 @@ def test_a_serving_and_scraped_exporter_has_not_imported_prometheus_client() -> 
     answers = [line for line in lines if line.startswith("answer ")]
     assert len(answers) == 8 and all(" 200 " in line for line in answers), result.stdout
     assert "loaded []" in lines, result.stdout
+    # no --config.file nor --web.config.file: PyYAML is not needed either
+    assert "yaml loaded False" in lines, result.stdout
 
 
 def test_the_check_sees_prometheus_client_when_it_is_imported() -> None:

@@ -35,7 +35,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from .. import yamlfile
 from ..errors import ConfigError
 from .basic_auth import (
     BCRYPT_COST,
@@ -132,11 +131,15 @@ class _Problem(Exception):
 
 def load_web_config(path: str) -> "WebConfig":
     """Read, check and build everything ``path`` asks for; ConfigError if anything is off."""
+    from .. import yamlfile  # PyYAML only when there is a web config to read
+
     return web_config_from_text(yamlfile.YamlFile(path, WEB_CONFIG_FILE).read(), path)
 
 
 def web_config_from_text(text: str, path: str) -> "WebConfig":
     """:func:`load_web_config` of the file ``path`` whose content is ``text``."""
+    from .. import yamlfile
+
     source = yamlfile.YamlFile(path, WEB_CONFIG_FILE)
     document = source.load(text)
     try:
