@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import math
 import re
-import struct
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import (
     BadStartError,
