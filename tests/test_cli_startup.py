@@ -125,7 +125,22 @@ def test_a_jk_b_read_sends_its_request_before_loading_the_rest(simulator,
     assert "jkbms_exporter.protocols.jk_serial" in loaded  # the codec built the request
     assert offenders(set(loaded), ("jkbms_exporter.config", "jkbms_exporter.pack",
                                    "jkbms_exporter.report", "jkbms_exporter.metrics",
-                                   "jkbms_exporter.energy", "jkbms_exporter.capture")) == []
+                                   "jkbms_exporter.energy", "jkbms_exporter.capture",
+                                   "logging")) == []
+
+
+@pytest.mark.parametrize("log_format, line", [
+    ("logfmt", 'level=debug logger=jkbms_exporter.links.serial msg="opened %s"'),
+    ("json", '"level": "debug", "logger": "jkbms_exporter.links.serial", "msg": "opened %s"'),
+])
+def test_at_debug_level_logging_is_set_up_before_the_port_opens(simulator, log_format: str,
+                                                                line: str) -> None:
+    path = simulator()
+    result = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", path,
+                             "--log.level", "debug", "--log.format", log_format],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert line % path in result.stderr
 
 
 def test_an_exchange_after_an_early_request_only_waits_for_its_reply(simulator) -> None:

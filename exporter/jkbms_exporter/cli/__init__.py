@@ -64,9 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return EXIT_USAGE
-        from ..logs import setup_logging
+        if args.command != "read":  # read sets logging up itself, as late as it can
+            from ..logs import setup_logging
 
-        setup_logging(args.log_level, args.log_format)
+            setup_logging(args.log_level, args.log_format)
         return command(args.command)(args)
     except (UsageError, ConfigError) as error:  # a bad flag or configuration value
         print("jkbms-exporter: %s" % error, file=sys.stderr)

@@ -12,7 +12,6 @@ reads import what prints the answer in a thread once their first request is writ
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import threading
 
@@ -23,10 +22,23 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is for type checkers only: it costs every command start-up time
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
+    import logging
+
     from ..links.serial import SerialTransport
     from ..reading import Reading
 
-log = logging.getLogger("jkbms_exporter")
+
+
+def _log() -> logging.Logger:
+    import logging  # loaded when used: a one-shot read loads it while the BMS answers
+
+    return logging.getLogger("jkbms_exporter")
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    from ..logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
 
 
 def _import_output(as_json: bool, raw: bool) -> None:
@@ -55,7 +67,7 @@ class _OutputImports:
         try:
             _import_output(as_json, raw)
         except Exception:  # the main thread imports the same again and reports it
-            log.debug("importing the output modules failed", exc_info=True)
+            _log().debug("importing the output modules failed", exc_info=True)
 
     def start(self) -> None:
         if not self._started:
@@ -86,9 +98,19 @@ def cmd_read(args: argparse.Namespace) -> int:
                            DEFAULT_SCAN_TIMEOUT + DEFAULT_CONNECT_TIMEOUT + 5.0)
     imports = _OutputImports(args.json, args.raw)
     auto = args.protocol == "auto" and args.address is None and not is_ble_url(args.url)
+    early = auto or (args.protocol == "jk-serial" and not is_ble_url(args.url))
+    # Logging too loads while the BMS answers: before the request only debug lines could
+    # be logged (and pyserial's own, asked for with ?logging= in a URL).
+    late_logging = early and args.log_level != "debug" and "logging=" not in args.url
+    if not late_logging:
+        _setup_logging(args)
     opened: Dict[str, SerialTransport] = {}
-    if auto or (args.protocol == "jk-serial" and not is_ble_url(args.url)):
-        opened[args.url] = _send_early(args.url, args.baud)
+    if early:
+        try:
+            opened[args.url] = _send_early(args.url, args.baud)
+        finally:
+            if late_logging:
+                _setup_logging(args)
         imports.start()
     try:
         if auto:
@@ -178,8 +200,8 @@ def _read_auto(args: argparse.Namespace, read_timeout: Optional[float],
                                  "rate (--baud) and that the BMS is awake" % (first, error)) \
                     from None
             first = error
-            log.info("%s: no JK-B (4E57) answer (%s); trying JK-PB addresses 1-15", args.url,
-                     error)
+            _log().info("%s: no JK-B (4E57) answer (%s); trying JK-PB addresses 1-15",
+                        args.url, error)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -12,9 +12,9 @@ URLs are anything :func:`serial.serial_for_url` accepts: ``/dev/ttyUSB0``,
 
 from __future__ import annotations
 
-import logging
 import math
 import re
+import sys
 import threading
 import time
 from typing import Callable, List, Optional, Tuple
@@ -30,7 +30,16 @@ except ImportError:  # pragma: no cover - Windows
 from ..defaults import DEFAULT_BAUDRATE
 from ..errors import IncompleteFrameError, ReadTimeout, TransportError
 
-log = logging.getLogger(__name__)
+
+
+def _debug(message: str, *args: object, exc_info: bool = False) -> None:
+    """A debug line. Only a program that has imported logging can have set a handler to
+    debug level, so the line goes to logging only once something has imported it: a
+    one-shot ``read`` writes its request first and loads logging while the BMS answers
+    (at ``--log.level debug`` it sets logging up before opening the port)."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(__name__).debug(message, *args, exc_info=exc_info)
 
 Framer = Callable[[bytes], Tuple[int, Optional[int]]]
 
@@ -205,7 +214,7 @@ class SerialTransport:
         except PORT_ERRORS + (ValueError,) as error:
             self._schedule_retry(_describe(error))
             raise TransportError("cannot open %s: %s" % (self.url, _describe(error))) from error
-        log.debug("opened %s", self.url)
+        _debug("opened %s", self.url)
         self._port = port
         return port
 
@@ -221,7 +230,7 @@ class SerialTransport:
             try:
                 port.close()
             except Exception:  # closing a vanished device may fail; it is gone either way
-                log.debug("error closing %s", self.url, exc_info=True)
+                _debug("error closing %s", self.url, exc_info=True)
 
     def _fail(self, error: BaseException, what: str) -> TransportError:
         self.close()
