@@ -152,19 +152,3 @@ class BasicAuthMiddleware:
             return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
         environ["REMOTE_USER"] = user
         return self.app(environ, start_response)
-
-
-class HeadersMiddleware:
-    """Adds the ``http_server_config.headers`` to every response."""
-
-    def __init__(self, app: Callable, headers: List[Tuple[str, str]]) -> None:
-        self.app = app
-        self.headers = headers
-        self._names = {name.lower() for name, _ in headers}
-
-    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        def start(status: str, headers: List[Tuple[str, str]], *args: Any) -> object:
-            kept = [(n, v) for n, v in headers if n.lower() not in self._names]
-            return start_response(status, kept + self.headers, *args)
-
-        return self.app(environ, start)
