@@ -6,22 +6,25 @@ Metrics come from :func:`..exposition.make_metrics_app` (no prometheus_client at
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections import OrderedDict
-from socketserver import ThreadingMixIn
-from typing import Any, Callable, Iterable, List, Optional, Tuple
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
+from socketserver import BaseRequestHandler, TCPServer, ThreadingMixIn
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from ..collector import Poller
 from ..exposition import FamilySource, make_metrics_app
 from .landing import current_snapshot, landing_page, pack_cards
 from .address import DEFAULT_LISTEN_ADDRESS, DEFAULT_PORT, parse_listen_address  # noqa: F401
-from .webconfig import WebConfig
+from .wsgi_glue import BadRequest, RequestHead, make_environ, parse_header_lines, \
+    parse_request_line, run_app
+
+if TYPE_CHECKING:  # ssl maps OpenSSL (megabytes): loaded only by a web config with TLS
+    import ssl
+
+    from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,7 @@ def _plain(start_response: StartResponse, status: str, text: str,
 
 # ------------------------------------------------------------------------------ server
 #
-# wsgiref's server reads requests with no limit on time and with Python's generous size
-# limits. The handler below reads the request head itself: bounded in size and against
+# The handler below reads the request head itself: bounded in size and against
 # one deadline for the whole head (a client dribbling a byte every few seconds is cut off
 # like one that sends nothing), and the TLS handshake happens in the connection's worker
 # thread, never in the accept loop.
@@ -192,64 +194,21 @@ def read_request_head(connection: socket.socket, deadline: float,
         buffer += data
 
 
-class _SocketWriter(io.RawIOBase):
-    def __init__(self, connection: socket.socket) -> None:
-        super().__init__()
-        self._connection = connection
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._connection.sendall(data)
-        return len(data)
-
-
-class _ServerHandler(ServerHandler):
-    server_software = "jkbms-exporter"
-
-    def write(self, data: bytes) -> None:
-        if self.environ.get("REQUEST_METHOD") != "HEAD":
-            super().write(data)
-            return
-        # HEAD: the headers of the GET answer (Content-Length included), no body.
-        if not self.status:
-            raise AssertionError("write() before start_response()")
-        if not self.headers_sent:
-            self.bytes_sent = len(data)
-            self.send_headers()
-        else:
-            self.bytes_sent += len(data)
-
-    def log_exception(self, exc_info: Any) -> None:
-        log.error("error while answering %s %s", self.environ.get("REQUEST_METHOD"),
-                  self.environ.get("PATH_INFO"), exc_info=exc_info)
-
-
-class _Handler(WSGIRequestHandler):
+class _Handler(BaseRequestHandler):
     """One request per connection (HTTP/1.0 style), with bounded reading."""
 
     server: "ThreadingServer"
-    # BaseHTTPRequestHandler attributes when parse_request fails early:
-    command = None
-    request_version = "HTTP/0.9"
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.debug("%s - %s", self.address_string(), format % args)
-
-    def setup(self) -> None:
-        # No buffered reader on the socket: the head is read by read_request_head.
-        self.connection = self.request
-        self.rfile = io.BytesIO()
-        self.wfile = _SocketWriter(self.connection)
 
     def handle(self) -> None:
-        connection = self.connection
+        connection = self.request
+        self.method: Optional[str] = None
+        self.request_line = b""
         deadline = time.monotonic() + self.server.request_timeout
         try:
             try:
                 line, head, rest = read_request_head(connection, deadline)
-                body = self._read_request(line, head, rest, deadline)
+                self.request_line = line
+                request, body = self._read_request(line, head, rest, deadline)
             except _Reject as reject:
                 self._reply(reject.code, reject.text, reject.headers)
                 if reject.unread_input:
@@ -259,28 +218,34 @@ class _Handler(WSGIRequestHandler):
                 return
             self.server.request_received()
             connection.settimeout(self.server.write_timeout)
-            handler = _ServerHandler(io.BytesIO(body), self.wfile, self.get_stderr(),
-                                     self.get_environ(), multithread=True)
-            handler.request_handler = self  # type: ignore[attr-defined]
-            handler.run(self.server.get_app())
+            environ = make_environ(request, body, self.server.server_name,
+                                   self.server.server_port, self.client_address[0],
+                                   https=self.server.ssl_context is not None)
+            status = run_app(self.server.app, environ, connection.sendall)
+            log.debug("%s - \"%s\" %s", self.client_address[0],
+                      line.rstrip(b"\r\n")[:200].decode("iso-8859-1"), status.split(" ", 1)[0])
         except (OSError, ValueError) as error:  # reset, timeout, TLS error mid-request
             log.debug("connection from %s ended: %s", self.client_address[0], error)
 
-    def _read_request(self, line: bytes, head: bytes, rest: bytes, deadline: float) -> bytes:
-        self.raw_requestline = line
-        self.rfile = io.BytesIO(head)
-        self.requestline = ""
-        if not self.parse_request():  # answers 400/505 itself, through send_error
-            raise _ClientGone()
-        if len(self.headers) > MAX_HEADERS:
+    def _read_request(self, line: bytes, head: bytes, rest: bytes,
+                      deadline: float) -> Tuple[RequestHead, bytes]:
+        try:
+            parsed = parse_request_line(line)
+            if parsed is None:  # a blank request line: no answer, as http.server
+                raise _ClientGone()
+            self.method = parsed[0]
+            request = RequestHead(*parsed, parse_header_lines(head))
+        except BadRequest as bad:
+            raise _Reject(bad.code, bad.text + "\n") from None
+        if len(request.headers) > MAX_HEADERS:
             raise _Reject(431, "Too many header fields.\n")
-        if self.command not in ("GET", "HEAD"):
+        if request.method not in ("GET", "HEAD"):
             raise _Reject(405, "Only GET and HEAD.\n", [("Allow", "GET, HEAD")])
-        if self.headers.get("Transfer-Encoding") is not None:
+        if request.get_all("Transfer-Encoding"):
             raise _Reject(411, "A request body needs a Content-Length.\n")
-        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        lengths = {v.strip() for v in request.get_all("Content-Length")}
         if not lengths:
-            return b""
+            return request, b""
         if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
             raise _Reject(400, "Bad Content-Length.\n")
         length = int(lengths.pop())
@@ -289,25 +254,13 @@ class _Handler(WSGIRequestHandler):
         body = rest[:length]
         while len(body) < length:
             try:
-                data = _recv_until(self.connection, deadline)
+                data = _recv_until(self.request, deadline)
             except socket.timeout:
                 raise _Reject(408, "Request timeout.\n") from None
             if not data:
                 raise _Reject(400, "Incomplete request body.\n", unread_input=False)
             body += data
-        return body[:length]
-
-    def get_environ(self) -> dict:
-        environ = super().get_environ()
-        environ["SERVER_SOFTWARE"] = "jkbms-exporter"
-        if isinstance(self.connection, ssl.SSLSocket):
-            environ["HTTPS"] = "on"
-        return environ
-
-    def send_error(self, code: int, message: Optional[str] = None,
-                   explain: Optional[str] = None) -> None:
-        """parse_request's errors (400, 414, 431, 505) in the same plain form as ours."""
-        self._reply(int(code), "%s\n" % (message or _REASONS.get(int(code), "Error")))
+        return request, body[:length]
 
     def _reply(self, code: int, text: str, headers: Optional[List[Tuple[str, str]]] = None) -> None:
         body = text.encode("utf-8")
@@ -317,13 +270,12 @@ class _Handler(WSGIRequestHandler):
                  "Connection: close"]
         lines += ["%s: %s" % header for header in (headers or []) + self.server.extra_headers]
         payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if self.command != "HEAD":
+        if self.method != "HEAD":
             payload += body
-        log.debug("%s - %d for %r", self.client_address[0], code, self.raw_requestline[:200]
-                  if hasattr(self, "raw_requestline") else b"")
+        log.debug("%s - %d for %r", self.client_address[0], code, self.request_line[:200])
         try:
-            self.connection.settimeout(self.server.write_timeout)
-            self.connection.sendall(payload)
+            self.request.settimeout(self.server.write_timeout)
+            self.request.sendall(payload)
         except OSError:
             pass
 
@@ -331,7 +283,7 @@ class _Handler(WSGIRequestHandler):
         """Read (and drop) what the client still sends, briefly, after an early answer,
         so that closing with unread input does not reset the connection before the client
         has read the answer."""
-        connection = self.connection
+        connection = self.request
         try:
             connection.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + 1.0
@@ -342,8 +294,8 @@ class _Handler(WSGIRequestHandler):
             pass
 
 
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    """wsgiref's server with a thread per connection, TLS in that thread, a bound on
+class ThreadingServer(ThreadingMixIn, TCPServer):
+    """A WSGI server with a thread per connection, TLS in that thread, a bound on
     connections and deadlines on reading requests."""
 
     daemon_threads = True
@@ -351,13 +303,19 @@ class ThreadingServer(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    ssl_context: Optional[ssl.SSLContext] = None
-    web_config: Optional[WebConfig] = None
+    app: Callable
+    ssl_context: Optional["ssl.SSLContext"] = None
+    web_config: Optional["WebConfig"] = None
     extra_headers: List[Tuple[str, str]] = []
     handshake_timeout = HANDSHAKE_TIMEOUT
     request_timeout = REQUEST_TIMEOUT
     write_timeout = WRITE_TIMEOUT
     max_connections = MAX_CONNECTIONS
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        host, self.server_port = self.server_address[:2]
+        self.server_name = socket.gethostname() if host in ("0.0.0.0", "::") else host
 
     def server_activate(self) -> None:
         super().server_activate()
@@ -485,11 +443,11 @@ def _server_class(host: str) -> type:
 
 
 def make_http_server(app: Callable, listen_address: str,
-                     web_config: Optional[WebConfig] = None, *,
+                     web_config: Optional["WebConfig"] = None, *,
                      request_timeout: float = REQUEST_TIMEOUT,
                      handshake_timeout: float = HANDSHAKE_TIMEOUT,
                      write_timeout: float = WRITE_TIMEOUT,
-                     max_connections: int = MAX_CONNECTIONS) -> WSGIServer:
+                     max_connections: int = MAX_CONNECTIONS) -> ThreadingServer:
     """Bind the server (raises ``OSError`` if the address is taken).
 
     ``web_config`` (from :func:`~jkbms_exporter.web.webconfig.load_web_config`) adds TLS,
@@ -497,32 +455,29 @@ def make_http_server(app: Callable, listen_address: str,
     """
     host, port = parse_listen_address(listen_address)
     server_class = _server_class(host)
+    if web_config is not None:
+        app = web_config.wrap_app(app)
+        log.info("web config %s: %s", web_config.path, web_config.describe())
     settings = dict(
+        app=staticmethod(app),
         web_config=web_config,
         ssl_context=web_config.ssl_context if web_config else None,
         extra_headers=list(web_config.headers) if web_config else [],
         request_timeout=request_timeout, handshake_timeout=handshake_timeout,
         write_timeout=write_timeout, max_connections=max_connections,
     )
-    if web_config is not None:
-        app = web_config.wrap_app(app)
-        log.info("web config %s: %s", web_config.path, web_config.describe())
     bind_host = host or ("::" if server_class is DualStackServer else "0.0.0.0")
     try:
-        server = make_server(bind_host, port, app,
-                             server_class=type(server_class.__name__, (server_class,), settings),
-                             handler_class=_Handler)
+        server = type(server_class.__name__, (server_class,), settings)((bind_host, port), _Handler)
     except OSError:
         if server_class is not DualStackServer:
             raise
         # IPv6 disabled on this host
-        server = make_server("0.0.0.0", port, app,
-                             server_class=type("ThreadingServer", (ThreadingServer,), settings),
-                             handler_class=_Handler)
+        server = type("ThreadingServer", (ThreadingServer,), settings)(("0.0.0.0", port), _Handler)
     return server
 
 
-def serve_in_thread(server: WSGIServer) -> threading.Thread:
+def serve_in_thread(server: ThreadingServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, name="jkbms-http", daemon=True)
     thread.start()
     return thread
