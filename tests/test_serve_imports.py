@@ -1,6 +1,7 @@
 """A running ``serve`` never imports prometheus_client (issue 13: RSS and start-up time for an
 HTTP client, a WSGI server and process collectors it does not use), nor PyYAML when no
-configuration file is given."""
+configuration file is given, nor (without TLS or basic auth) ssl, http.server, http.client,
+wsgiref, email, hashlib or hmac: ssl alone maps OpenSSL, about 4 MB."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ SERVE_AND_SCRAPE = textwrap.dedent("""
     from jkbms_exporter import cli
 
     PORT = int(sys.argv[1])
+    EXTRA_ARGS = sys.argv[2:]
+    HEAVY = {"ssl", "_ssl", "http.server", "http.client", "wsgiref", "wsgiref.simple_server",
+             "email", "email.parser", "hashlib", "_hashlib", "hmac"}
     REQUESTS = [
         "GET /metrics HTTP/1.0\\r\\n\\r\\n",
         "GET /metrics HTTP/1.0\\r\\nAccept: application/openmetrics-text;version=1.0.0\\r\\n"
@@ -51,16 +55,20 @@ SERVE_AND_SCRAPE = textwrap.dedent("""
                     raise
                 time.sleep(0.05)
         for request in REQUESTS:
-            status = ask(request).split(b"\\r\\n", 1)[0]
+            answer = ask(request)
+            status = answer.split(b"\\r\\n", 1)[0]
             print("answer", status.decode(), flush=True)
+            for line in answer.split(b"\\r\\n\\r\\n", 1)[0].split(b"\\r\\n")[1:]:
+                print("header", line.decode("latin-1"), flush=True)
         print("loaded", sorted(name for name in sys.modules
                                if name.split(".")[0] == "prometheus_client"), flush=True)
         print("yaml loaded", "yaml" in sys.modules, flush=True)
+        print("heavy", sorted(name for name in sys.modules if name in HEAVY), flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=scrape_then_stop, daemon=True).start()
     sys.exit(cli.main(["serve", "--simulate", "--min-interval", "0", "--log.level", "error",
-                       "--web.listen-address", "127.0.0.1:%d" % PORT]))
+                       "--web.listen-address", "127.0.0.1:%d" % PORT] + EXTRA_ARGS))
 """)
 
 
@@ -74,6 +82,36 @@ def test_a_serving_and_scraped_exporter_has_not_imported_prometheus_client_nor_p
     assert "loaded []" in lines, result.stdout
     # no --config.file nor --web.config.file: PyYAML is not needed either
     assert "yaml loaded False" in lines, result.stdout
+    # nor TLS, basic auth, an HTTP client or the standard library's HTTP/WSGI servers
+    assert "heavy []" in lines, result.stdout
+    headers = [line for line in lines if line.startswith("header ")]
+    assert headers.count("header Server: jkbms-exporter") == 8, result.stdout
+    assert sum(line.startswith("header Date: ") and line.endswith(" GMT")
+               for line in headers) == 8, result.stdout
+
+
+def test_a_web_config_with_only_headers_loads_neither_ssl_nor_basic_auth(tmp_path) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    result = subprocess.run([sys.executable, "-c", SERVE_AND_SCRAPE, str(free_port()),
+                             "--web.config.file", str(web_config)],
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(" 200 " in line for line in lines if line.startswith("answer ")) == 8
+    assert lines.count("header X-Frame-Options: deny") == 8, result.stdout
+    assert "heavy []" in lines, result.stdout
+
+
+def test_the_check_sees_ssl_and_http_client_when_they_are_imported() -> None:
+    """The same check reports the heavy modules once something imports them: it can fail."""
+    script = SERVE_AND_SCRAPE.replace("from jkbms_exporter import cli",
+                                      "from jkbms_exporter import cli\nimport http.client")
+    result = subprocess.run([sys.executable, "-c", script, str(free_port())],
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    heavy = [line for line in result.stdout.splitlines() if line.startswith("heavy ")]
+    assert heavy and "'ssl'" in heavy[0] and "'http.client'" in heavy[0], result.stdout
 
 
 def test_the_check_sees_prometheus_client_when_it_is_imported() -> None:
