@@ -156,3 +156,19 @@ def test_an_exchange_after_an_early_request_only_waits_for_its_reply(simulator) 
         assert transport.sent == [request, request]
     finally:
         transport.close()
+
+
+def test_a_one_shot_process_ends_with_its_whole_output_and_exit_status(simulator) -> None:
+    # main() ends a read's or decode's process without the interpreter's teardown: the
+    # table, the JSON and the error line must all be out, with the exit status
+    path = simulator()
+    table = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", path, "--raw"],
+                           capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert "Alarms" in table.stdout and "Frame (" in table.stdout  # the table, then the frame
+    as_json = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", path, "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert as_json.returncode == 0 and len(json.loads(as_json.stdout)["cell_voltage_volts"]) == 16
+    failed = subprocess.run([sys.executable, "-m", "jkbms_exporter", "read", "/nonexistent/tty"],
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 1 and failed.stderr.startswith("jkbms-exporter: cannot open ")
