@@ -144,11 +144,12 @@ def _send_early(url: str, baudrate: int) -> SerialTransport:
         check_url(url)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    # every 4E57 frame comes from the codec's guarded builder (reads only), none from here
-    from ..protocols import jk_serial
+    # every 4E57 frame comes from the codec's guarded builder (reads only), none from here;
+    # its frame module is light: the rest of the codec loads while the BMS answers
+    from ..protocols.jk_serial_frame import read_all_request
 
     transport = SerialTransport(url, baudrate=baudrate)
-    transport.send_early(jk_serial.read_all_request())
+    transport.send_early(read_all_request())
     return transport
 
 

@@ -27,6 +27,11 @@ from ..errors import (
     UnknownTagError,
 )
 from ..reading import Reading
+from .jk_serial_frame import (  # noqa: F401  (the frame's constants are this codec's too)
+    COMMAND_READ_ALL, COMMAND_READ_REGISTER, END_BYTE, HEADER_SIZE, MAX_FRAME_SIZE,
+    MIN_FRAME_SIZE, READ_COMMANDS, SOURCE_BMS, SOURCE_PC, START, TRAILER_SIZE,
+    TRANSPORT_REPLY, TRANSPORT_REQUEST, _build_frame, checksum, frame_size, read_all_request,
+)
 # Re-exported: the register table, the value rules and registers ⇄ Reading are part of
 # this codec's interface (``jk_serial.X`` names every part of it).
 from .jk_serial_layout import (  # noqa: F401
@@ -46,24 +51,6 @@ from .jk_serial_reading import (  # noqa: F401
 )
 from .jk_serial_walk_cache import LayoutCache
 
-START = b"NW"  # 0x4E 0x57
-END_BYTE = 0x68
-HEADER_SIZE = 11  # start(2) length(2) terminal(4) command source transport
-TRAILER_SIZE = 9  # record number(4) end(1) checksum(4)
-MIN_FRAME_SIZE = HEADER_SIZE + TRAILER_SIZE  # an empty information field
-#: Largest frame we accept: 32 cells give 339 bytes; anything much bigger is line noise.
-MAX_FRAME_SIZE = 1024
-
-COMMAND_READ_REGISTER = 0x03
-COMMAND_READ_ALL = 0x06
-READ_COMMANDS = frozenset((COMMAND_READ_REGISTER, COMMAND_READ_ALL))
-
-SOURCE_BMS = 0x00
-SOURCE_PC = 0x03
-TRANSPORT_REQUEST = 0x00
-TRANSPORT_REPLY = 0x01
-
-
 # --------------------------------------------------------------------------- envelope
 
 
@@ -75,16 +62,6 @@ class Envelope:
     source: int
     transport_type: int
     info: bytes
-
-
-def checksum(data: bytes) -> int:
-    """16-bit sum of ``data`` (spec §4; masked so a 32-cell frame cannot overflow)."""
-    return sum(data) & 0xFFFF
-
-
-def frame_size(header: bytes) -> int:
-    """Total frame size from the first four bytes (``LENGTH`` counts from itself)."""
-    return struct.unpack_from(">H", header, 2)[0] + 2
 
 
 def _frame_is_sound(frame: bytes) -> Tuple[bool, bool]:
@@ -173,22 +150,6 @@ def parse_envelope(frame: bytes, verify_checksum: bool = True) -> Envelope:
     )
 
 
-def _build_frame(command: int, source: int, transport_type: int, info: bytes) -> bytes:
-    """The only place a frame is put together. It refuses every command but the two reads
-    (0x03, 0x06): this package never writes (0x02), sends a password (0x05), activates
-    (0x01) or restarts/resets a BMS (spec §3: "Never send 02/05/BB/BC/BD from an exporter")."""
-    if command not in READ_COMMANDS:
-        raise ValueError("refusing to build a frame with command 0x%02X: read-only" % command)
-    body = bytearray(START)
-    body += struct.pack(">H", HEADER_SIZE + len(info) + TRAILER_SIZE - 2)
-    body += b"\x00\x00\x00\x00"
-    body += bytes((command, source, transport_type))
-    body += info
-    body += b"\x00\x00\x00\x00"
-    body.append(END_BYTE)
-    return bytes(body) + struct.pack(">I", checksum(body))
-
-
 # --------------------------------------------------------------------------- requests (read only)
 
 
@@ -197,11 +158,6 @@ class Request:
     command: int
     source: int
     register: Optional[int]
-
-
-def read_all_request(source: int = SOURCE_PC) -> bytes:
-    """The 21-byte read-all request (command 0x06, data id 00)."""
-    return _build_frame(COMMAND_READ_ALL, source, TRANSPORT_REQUEST, b"\x00")
 
 
 def read_register_request(tag: int, source: int = SOURCE_PC) -> bytes:
