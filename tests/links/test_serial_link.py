@@ -6,6 +6,7 @@ is compared with the values the vector file lists, not with our own encoder's ou
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable, List
@@ -259,3 +260,31 @@ def test_second_exporter_cannot_open_the_same_serial_port(servers: List) -> None
     with pytest.raises(TransportError, match="(?i)lock"):
         second.read()
     first.close()
+
+
+def test_a_paced_reply_is_slept_through_not_woken_for_chunk_by_chunk(
+        servers: List, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the header tells the length, the receive loop sleeps through the missing
+    bytes' wire time (less a tail): a 16S reply paced at 115200 Bd in 32-byte chunks
+    (~10 of them) costs a handful of reads of the port, not one wake-up per chunk
+    (issue 13: with many ports, fewer threads contend while replies arrive)."""
+    sim = PtySimulator(SimulatedBms(cells=16, seed=3), latency=0.02).start()  # paced
+    servers.append(sim)
+    transport = SerialTransport(sim.path)
+    port = transport._open()
+    reads: List[int] = []
+    os_read = os.read
+
+    def counted(fd: int, size: int) -> bytes:
+        data = os_read(fd, size)
+        if fd == port.fd:
+            reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "read", counted)  # pyserial reads the port with os.read
+    try:
+        frame = transport.exchange(jk_serial.read_all_request(), jk_serial.locate_frame, 2.0)
+    finally:
+        transport.close()
+    assert len(frame) == sum(reads) > 32 * 8  # the whole reply came in those reads
+    assert len(reads) <= 6, reads  # the header, the bulk after the sleep, the tail (11 without)
