@@ -45,13 +45,11 @@ from typing import List, Tuple
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from side_by_side_bench import (  # noqa: E402
+    ANSWER, BAUD, CELLS, GAP, REQUEST_BYTES, load, start_emulator,
+)
 from uart_emulator import limit_seconds, reply_size  # noqa: E402
 
-ANSWER = 0.09
-BAUD = 115200
-CELLS = 16
-REQUEST_BYTES = 21
-GAP = 0.2
 TARGET_FACTOR = 1.8
 #: ``python -c`` this, then ``read PORT``: the read stops as its first request is written.
 UNTIL_REQUEST = (
@@ -65,20 +63,6 @@ UNTIL_REQUEST = (
     "from jkbms_exporter.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
-
-
-def load() -> str:
-    return "load average %s" % " ".join("%.2f" % x for x in os.getloadavg())
-
-
-def start_emulator() -> Tuple[subprocess.Popen, str]:
-    emulator = subprocess.Popen(
-        [sys.executable, str(BENCH / "uart_emulator.py"), "--ports", "1",
-         "--answer", str(ANSWER), "--baud", str(BAUD), "--cells", str(CELLS)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    path = emulator.stdout.readline().strip()  # type: ignore[union-attr]
-    emulator.stdout.readline()  # type: ignore[union-attr]  # the empty line after the paths
-    return emulator, path
 
 
 def timed_read(command: List[str], env: dict) -> Tuple[float, float]:
@@ -132,7 +116,7 @@ def main() -> None:
     else:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     limit = limit_seconds(ANSWER, BAUD, REQUEST_BYTES, reply_size(CELLS))
-    emulator, port = start_emulator()
+    emulator, (port,) = start_emulator(1)
     command = [sys.executable, "-m", "jkbms_exporter", "read", port] + \
         (["--json"] if args.json else [])
     print("%s (%s); limit %.1f ms, target <= %.1f ms; %s"

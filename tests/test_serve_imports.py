@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from typing import List
 
 from conftest import free_port
 
@@ -72,53 +73,51 @@ SERVE_AND_SCRAPE = textwrap.dedent("""
 """)
 
 
-def test_a_serving_and_scraped_exporter_has_not_imported_prometheus_client_nor_pyyaml() -> None:
-    result = subprocess.run([sys.executable, "-c", SERVE_AND_SCRAPE, str(free_port())],
+def serve_and_scrape(*extra_args: str, also_import: str = "") -> List[str]:
+    """Lines :data:`SERVE_AND_SCRAPE` printed; ``also_import`` a module the script imports
+    beside the command line (to show the checks can fail)."""
+    script = SERVE_AND_SCRAPE
+    if also_import:
+        script = script.replace("from jkbms_exporter import cli",
+                                "from jkbms_exporter import cli\nimport " + also_import)
+    result = subprocess.run([sys.executable, "-c", script, str(free_port()), *extra_args],
                             capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_a_serving_and_scraped_exporter_has_not_imported_prometheus_client_nor_pyyaml() -> None:
+    lines = serve_and_scrape()
     answers = [line for line in lines if line.startswith("answer ")]
-    assert len(answers) == 8 and all(" 200 " in line for line in answers), result.stdout
-    assert "loaded []" in lines, result.stdout
+    assert len(answers) == 8 and all(" 200 " in line for line in answers), lines
+    assert "loaded []" in lines, lines
     # no --config.file nor --web.config.file: PyYAML is not needed either
-    assert "yaml loaded False" in lines, result.stdout
+    assert "yaml loaded False" in lines, lines
     # nor TLS, basic auth, an HTTP client or the standard library's HTTP/WSGI servers
-    assert "heavy []" in lines, result.stdout
+    assert "heavy []" in lines, lines
     headers = [line for line in lines if line.startswith("header ")]
-    assert headers.count("header Server: jkbms-exporter") == 8, result.stdout
+    assert headers.count("header Server: jkbms-exporter") == 8, lines
     assert sum(line.startswith("header Date: ") and line.endswith(" GMT")
-               for line in headers) == 8, result.stdout
+               for line in headers) == 8, lines
 
 
 def test_a_web_config_with_only_headers_loads_neither_ssl_nor_basic_auth(tmp_path) -> None:
     web_config = tmp_path / "web.yml"
     web_config.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
-    result = subprocess.run([sys.executable, "-c", SERVE_AND_SCRAPE, str(free_port()),
-                             "--web.config.file", str(web_config)],
-                            capture_output=True, text=True, timeout=90)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = serve_and_scrape("--web.config.file", str(web_config))
     assert sum(" 200 " in line for line in lines if line.startswith("answer ")) == 8
-    assert lines.count("header X-Frame-Options: deny") == 8, result.stdout
-    assert "heavy []" in lines, result.stdout
+    assert lines.count("header X-Frame-Options: deny") == 8, lines
+    assert "heavy []" in lines, lines
 
 
 def test_the_check_sees_ssl_and_http_client_when_they_are_imported() -> None:
     """The same check reports the heavy modules once something imports them: it can fail."""
-    script = SERVE_AND_SCRAPE.replace("from jkbms_exporter import cli",
-                                      "from jkbms_exporter import cli\nimport http.client")
-    result = subprocess.run([sys.executable, "-c", script, str(free_port())],
-                            capture_output=True, text=True, timeout=90)
-    assert result.returncode == 0, result.stderr
-    heavy = [line for line in result.stdout.splitlines() if line.startswith("heavy ")]
-    assert heavy and "'ssl'" in heavy[0] and "'http.client'" in heavy[0], result.stdout
+    lines = serve_and_scrape(also_import="http.client")
+    heavy = [line for line in lines if line.startswith("heavy ")]
+    assert heavy and "'ssl'" in heavy[0] and "'http.client'" in heavy[0], lines
 
 
 def test_the_check_sees_prometheus_client_when_it_is_imported() -> None:
     """The same check reports prometheus_client once something imports it: it can fail."""
-    script = SERVE_AND_SCRAPE.replace("from jkbms_exporter import cli",
-                                      "from jkbms_exporter import cli\nimport prometheus_client")
-    result = subprocess.run([sys.executable, "-c", script, str(free_port())],
-                            capture_output=True, text=True, timeout=90)
-    assert result.returncode == 0, result.stderr
-    assert "loaded []" not in result.stdout and "'prometheus_client'" in result.stdout
+    stdout = "\n".join(serve_and_scrape(also_import="prometheus_client"))
+    assert "loaded []" not in stdout and "'prometheus_client'" in stdout
