@@ -73,12 +73,8 @@ def _parameter(tokens: Sequence[str], name: str) -> str:
 
 
 def _escaping(tokens: Sequence[str]) -> str:
-    for token in tokens:
-        if "=" in token:
-            key, value = token.strip().split("=", 1)
-            if key == "escaping":
-                return value if value in _ESCAPINGS else UNDERSCORES
-    return UNDERSCORES
+    value = _parameter(tokens, "escaping")
+    return value if value in _ESCAPINGS else UNDERSCORES
 
 
 def _at_least_1_0_0(version: str) -> bool:

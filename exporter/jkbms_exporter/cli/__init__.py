@@ -49,13 +49,7 @@ def __getattr__(name: str) -> object:
 
 def command(name: str) -> Callable[[argparse.Namespace], int]:
     """The function that runs command ``name`` (its module imported now)."""
-    if name in ("read", "decode", "scan"):
-        from . import oneshot
-
-        return getattr(oneshot, "cmd_" + name)  # type: ignore[no-any-return]
-    from . import serve
-
-    return getattr(serve, "cmd_" + name)  # type: ignore[no-any-return]
+    return __getattr__("cmd_" + name)  # type: ignore[return-value]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -93,9 +87,10 @@ def _end_process(code: int) -> None:
 
 def _run(argv: Optional[Sequence[str]], ran: List[str]) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
         if args.command is None:
-            build_parser().print_help()
+            parser.print_help()
             return EXIT_USAGE
         ran.append(args.command)
         if args.command != "read":  # read sets logging up itself, as late as it can
