@@ -8,9 +8,9 @@ output of the CLI (``report``), so the two can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain
 from operator import itemgetter, ne
-from typing import Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
 
 from .energy import SKIP_REASONS, EnergyTotals
 from .reading import (
@@ -201,32 +201,66 @@ _FIELD_SPECS = {
 }
 
 
+#: Samples of one spec, in order: the spec, each sample's label values, their values.
+Group = Tuple[MetricSpec, Sequence[Tuple[str, ...]], List[Any]]
+NO_LABELS: Tuple[Tuple[str, ...]] = ((),)
+
+
 def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
     """Every sample a reading yields, labels in :attr:`MetricSpec.labels` order.
 
     A value the BMS does not report is left out, never exported as 0 or NaN."""
-    samples = _all_samples(reading, port)
+    return flatten(reading_groups(reading, port))
+
+
+def flatten(groups: Iterable[Group]) -> Iterator[Sample]:
+    """The samples of ``groups``, one by one, in order."""
+    return ((spec, labels, value) for spec, labels_of, values in groups
+            for labels, value in zip(labels_of, values))
+
+
+def reading_groups(reading: Reading, port: str = "") -> List[Group]:
+    """The samples of :func:`reading_samples` as runs of one spec each (what the
+    exposition renders: no work per sample)."""
+    groups = _all_groups(reading, port)
     skipped = {spec for name in reading.extra.get(NOT_REPORTED_KEY, ())  # type: ignore[union-attr]
                for spec in _FIELD_SPECS.get(str(name), ())}
-    if skipped:  # JK04 only (hashing a spec for every sample costs more than the rest)
-        samples = [sample for sample in samples if sample[0] not in skipped]
-    values = list(map(_VALUE, samples))
+    if skipped:  # JK04 only
+        groups = [group for group in groups if group[0] not in skipped]
+    values = list(chain.from_iterable(map(_VALUES, groups)))
     if any(map(ne, values, values)):  # `value != value` only for NaN
-        samples = [sample for sample in samples if sample[2] == sample[2]]
+        groups = [_without_nan(group) for group in groups]
+        groups = [group for group in groups if group[2]]
     age = reading.extra.get(READING_AGE_KEY)
     if age is not None:
-        samples.append((READING_AGE, (), float(age)))  # type: ignore[arg-type]
-    return iter(samples)
+        groups.append((READING_AGE, NO_LABELS, [float(age)]))  # type: ignore[arg-type]
+    return groups
+
+
+def _without_nan(group: Group) -> Group:
+    spec, labels_of, values = group
+    kept = [(labels, value) for labels, value in zip(labels_of, values) if value == value]
+    return spec, [labels for labels, _ in kept], [value for _, value in kept]
 
 
 def energy_samples(totals: EnergyTotals) -> Iterator[Sample]:
     """The counters of :class:`~jkbms_exporter.energy.EnergyIntegrator` (every skip reason)."""
-    yield CHARGE_ENERGY, (), totals.charge_joules
-    yield DISCHARGE_ENERGY, (), totals.discharge_joules
-    yield CHARGE_COULOMBS, (), totals.charge_coulombs
-    yield DISCHARGE_COULOMBS, (), totals.discharge_coulombs
-    for reason in SKIP_REASONS:
-        yield ENERGY_SKIPPED, (reason,), totals.skipped_seconds[reason]
+    return flatten(energy_groups(totals))
+
+
+_SKIP_LABELS = tuple((reason,) for reason in SKIP_REASONS)
+
+
+def energy_groups(totals: EnergyTotals) -> List[Group]:
+    """:func:`energy_samples` as runs of one spec each."""
+    skipped = totals.skipped_seconds
+    return [
+        (CHARGE_ENERGY, NO_LABELS, [totals.charge_joules]),
+        (DISCHARGE_ENERGY, NO_LABELS, [totals.discharge_joules]),
+        (CHARGE_COULOMBS, NO_LABELS, [totals.charge_coulombs]),
+        (DISCHARGE_COULOMBS, NO_LABELS, [totals.discharge_coulombs]),
+        (ENERGY_SKIPPED, _SKIP_LABELS, [skipped[reason] for reason in SKIP_REASONS]),
+    ]
 
 
 #: ``(label value,)`` of each cell (``01``, ``02`` …), for the cell counts a BMS has.
@@ -234,35 +268,43 @@ _CELL_LABELS = tuple((cell_label(index),) for index in range(1, 129))
 #: Label names in a mapping's order (``alarms``, ``temperatures_celsius`` …) → the
 #: ``(value,)`` label tuple of each. Bounded: cleared when full.
 _LABELS_OF_KEYS: Dict[Tuple[str, ...], Tuple[Tuple[str], ...]] = {}
-#: id of a settings tuple → (the tuple, its samples): decoders hand out the same tuple
+#: id of a settings tuple → (the tuple, its groups): decoders hand out the same tuple
 #: while a BMS's settings stay the same. Holding the tuple keeps its id from being reused.
-_SETTINGS_SAMPLES: Dict[int, Tuple[Tuple[Setting, ...], Tuple[Sample, ...]]] = {}
+_SETTINGS_GROUPS: Dict[int, Tuple[Tuple[Setting, ...], Tuple[Group, ...]]] = {}
 _CACHE_LIMIT = 256
-_VALUE = itemgetter(2)
+_VALUES = itemgetter(2)
+_MOSFET_LABELS = (("charge",), ("discharge",))
 
 
-def _keyed(spec: MetricSpec, mapping: Mapping[str, object]) -> "zip[Sample]":
-    """``(spec, (key,), value)`` for each item of ``mapping``, in its order."""
+def _keyed(spec: MetricSpec, mapping: Mapping[str, object]) -> Group:
+    """``spec`` with the label ``(key,)`` and value of each item of ``mapping``, in order."""
     keys = tuple(mapping)
     labels = _LABELS_OF_KEYS.get(keys)
     if labels is None:
         if len(_LABELS_OF_KEYS) >= _CACHE_LIMIT:
             _LABELS_OF_KEYS.clear()
         labels = _LABELS_OF_KEYS[keys] = tuple((key,) for key in keys)
-    return zip(repeat(spec), labels, mapping.values())  # type: ignore[arg-type]
+    return spec, labels, list(mapping.values())
 
 
-def _setting_samples(settings: Tuple[Setting, ...]) -> Tuple[Sample, ...]:
-    entry = _SETTINGS_SAMPLES.get(id(settings))
+def _setting_groups(settings: Tuple[Setting, ...]) -> Tuple[Group, ...]:
+    """Runs of settings of one unit (each unit is its own spec), in the decoder's order."""
+    entry = _SETTINGS_GROUPS.get(id(settings))
     if entry is not None and entry[0] is settings:
         return entry[1]
-    samples = tuple((SETTINGS[setting.unit], (setting.name,), setting.value)
-                    for setting in settings)
-    if isinstance(settings, tuple):  # immutable: its samples cannot change
-        if len(_SETTINGS_SAMPLES) >= _CACHE_LIMIT:
-            _SETTINGS_SAMPLES.clear()
-        _SETTINGS_SAMPLES[id(settings)] = (settings, samples)
-    return samples
+    groups: List[Group] = []
+    for setting in settings:
+        spec = SETTINGS[setting.unit]
+        if not groups or groups[-1][0] is not spec:
+            groups.append((spec, [], []))
+        groups[-1][1].append((setting.name,))  # type: ignore[union-attr]
+        groups[-1][2].append(setting.value)
+    frozen = tuple((spec, tuple(labels), values) for spec, labels, values in groups)
+    if isinstance(settings, tuple):  # immutable: its groups cannot change
+        if len(_SETTINGS_GROUPS) >= _CACHE_LIMIT:
+            _SETTINGS_GROUPS.clear()
+        _SETTINGS_GROUPS[id(settings)] = (settings, frozen)
+    return frozen
 
 
 def _cell_labels(count: int) -> Tuple[Tuple[str], ...]:
@@ -271,21 +313,21 @@ def _cell_labels(count: int) -> Tuple[Tuple[str], ...]:
     return tuple((cell_label(index),) for index in range(1, count + 1))
 
 
-def _all_samples(reading: Reading, port: str) -> List[Sample]:
-    """The samples of :func:`reading_samples`, NaN and not-reported ones included, in
-    order; built as one list (a generator's resumption per sample costs more)."""
+def _all_groups(reading: Reading, port: str) -> List[Group]:
+    """The groups of :func:`reading_groups`, NaN and not-reported values included."""
     volts = reading.cell_voltages_volts
-    samples: List[Sample] = [(CELLS, (), reading.cells)]
-    samples += zip(repeat(CELL_VOLTAGE), _cell_labels(len(volts)), volts)
-    samples += (
-        (PACK_VOLTAGE, (), reading.pack_voltage_volts),
-        (CURRENT, (), reading.current_amperes),
-        (SOC, (), reading.state_of_charge_ratio),
-    )
-    samples += _keyed(TEMPERATURE, reading.temperatures_celsius)
-    samples += (
-        (CYCLES, (), reading.charge_cycles),
-        (CYCLE_CAPACITY, (), reading.cycle_capacity_coulombs),
+    groups: List[Group] = [
+        (CELLS, NO_LABELS, [reading.cells]),
+        (CELL_VOLTAGE, _cell_labels(len(volts)), list(volts)),
+        (PACK_VOLTAGE, NO_LABELS, [reading.pack_voltage_volts]),
+        (CURRENT, NO_LABELS, [reading.current_amperes]),
+        (SOC, NO_LABELS, [reading.state_of_charge_ratio]),
+    ]
+    if reading.temperatures_celsius:
+        groups.append(_keyed(TEMPERATURE, reading.temperatures_celsius))
+    groups += (
+        (CYCLES, NO_LABELS, [reading.charge_cycles]),
+        (CYCLE_CAPACITY, NO_LABELS, [reading.cycle_capacity_coulombs]),
     )
     for spec, value in (  # what only some protocols or firmware report
         (RUNTIME, reading.runtime_seconds),
@@ -296,24 +338,25 @@ def _all_samples(reading: Reading, port: str) -> List[Sample]:
         (STATE_OF_HEALTH, reading.state_of_health_ratio),
     ):
         if value is not None:
-            samples.append((spec, (), value))
-    samples += (
-        (MOSFET_ON, ("charge",), reading.charge_mosfet_on),
-        (MOSFET_ON, ("discharge",), reading.discharge_mosfet_on),
-        (BALANCING, (), reading.balancing),
+            groups.append((spec, NO_LABELS, [value]))
+    groups += (
+        (MOSFET_ON, _MOSFET_LABELS, [reading.charge_mosfet_on, reading.discharge_mosfet_on]),
+        (BALANCING, NO_LABELS, [reading.balancing]),
     )
-    samples += _keyed(SWITCH_ENABLED, reading.switches_enabled)
-    samples += _keyed(ALARM, reading.alarms)
-    samples += (
-        (ALARM_BITMASK, (), reading.alarm_bitmask),
-        (STATUS_BITMASK, (), reading.status_bitmask),
+    if reading.switches_enabled:
+        groups.append(_keyed(SWITCH_ENABLED, reading.switches_enabled))
+    if reading.alarms:
+        groups.append(_keyed(ALARM, reading.alarms))
+    groups += (
+        (ALARM_BITMASK, NO_LABELS, [reading.alarm_bitmask]),
+        (STATUS_BITMASK, NO_LABELS, [reading.status_bitmask]),
     )
-    samples += _setting_samples(reading.settings)
+    groups += _setting_groups(reading.settings)
     ohms = reading.cell_resistances_ohms
     if ohms:
-        samples += zip(repeat(BALANCE_WIRE_RESISTANCE), _cell_labels(len(ohms)), ohms)
+        groups.append((BALANCE_WIRE_RESISTANCE, _cell_labels(len(ohms)), list(ohms)))
     device = reading.device
-    samples.append((DEVICE_INFO, (
+    groups.append((DEVICE_INFO, ((
         port,
         device.protocol,
         device.protocol_version,
@@ -324,8 +367,8 @@ def _all_samples(reading: Reading, port: str) -> List[Sample]:
         device.manufacture_date,
         device.battery_type,
         device.serial_number,
-    ), 1))
-    return samples
+    ),), [1]))
+    return groups
 
 
 def reading_to_json(reading: Reading, port: str = "") -> Mapping[str, object]:
