@@ -13,6 +13,7 @@ URLs are anything :func:`serial.serial_for_url` accepts: ``/dev/ttyUSB0``,
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import threading
@@ -63,6 +64,10 @@ DEFAULT_FRAME_IDLE_TIMEOUT = 0.3
 #: with many ports fewer threads contending for the interpreter while replies arrive. The
 #: bytes cannot arrive sooner than their wire time, so the sleep delays nothing.
 REPLY_TAIL_BYTES = 32
+#: A request written ahead (:meth:`SerialTransport.send_ahead`, :meth:`~SerialTransport.
+#: send_early`) is taken as the next exchange's own only this long after it was written;
+#: later, the exchange writes it again (after emptying the input buffer).
+AHEAD_LIFETIME = 1.0
 
 
 #: pyserial's wrapping of the system's message ("could not open port X: [Errno 2] …");
@@ -153,6 +158,92 @@ def check_url(url: str) -> None:
                                  % (url, option, values[0]))
 
 
+def _posix_reader(port: serial.SerialBase) -> Optional[Callable[[int, float], bytes]]:
+    """For a local port on POSIX, ``read(wanted, left)``: whatever the port holds once it
+    is readable, at least ``wanted`` bytes if there, waiting at most :data:`READ_SLICE`
+    (and ``left``) seconds: one ``select`` and one ``read`` (pyserial's ``read`` loops
+    until it has exactly ``wanted``, with a timeout object per call). Bytes past the frame
+    are dropped with it; the next request empties the input buffer first anyway. None
+    for other ports (network URLs, Windows): they are read with pyserial's ``read``."""
+    fd = getattr(port, "fd", None)
+    if not isinstance(port, serial.Serial) or not isinstance(fd, int) or sys.platform == "win32":
+        return None
+    import select
+
+    def read(wanted: int, left: float) -> bytes:
+        ready, _, _ = select.select((fd,), (), (), min(READ_SLICE, max(0.0, left)))
+        if not ready:
+            return b""
+        try:
+            data = os.read(fd, max(wanted, 4096))  # the fd is non-blocking (pyserial's)
+        except BlockingIOError:
+            return b""
+        if not data:  # what pyserial says of a tty that has gone (a USB unplug, a pty hangup)
+            raise serial.SerialException(
+                "device reports readiness to read but returned no data "
+                "(device disconnected or multiple access on port?)")
+        return data
+
+    return read
+
+
+class Reception:
+    """One reply on its way in: the bytes so far, the frame in them once the framer has
+    found it, and the checks that give up on it. :meth:`SerialTransport.exchange` runs
+    one on its own; :func:`~.serial_together.receive_together` runs many on one thread."""
+
+    __slots__ = ("transport", "framer", "timeout", "deadline", "last_byte", "buffer", "size")
+
+    def __init__(self, transport: "SerialTransport", framer: Framer, timeout: float) -> None:
+        self.transport = transport
+        self.framer = framer
+        self.timeout = timeout
+        now = transport._clock()
+        self.deadline = now + timeout
+        self.last_byte = now
+        self.buffer = bytearray()
+        #: The frame's length once the framer knows it.
+        self.size: Optional[int] = None
+
+    @property
+    def wanted(self) -> int:
+        """Bytes still missing (of the frame's header, before its length is known)."""
+        if self.size is None:
+            return max(1, 4 - len(self.buffer))
+        return self.size - len(self.buffer)
+
+    def add(self, chunk: bytes) -> Optional[bytes]:
+        """Take ``chunk``; the whole frame once it is in (junk before it dropped)."""
+        buffer = self.buffer
+        buffer += chunk
+        self.last_byte = self.transport._clock()
+        size = self.size
+        if size is None or len(buffer) >= size:  # a known frame at the start: no new look
+            start, size = self.framer(bytes(buffer))
+            if start:
+                del buffer[:start]
+            self.size = size
+        if size is not None and len(buffer) >= size:
+            self.transport._on_success()
+            return bytes(buffer[:size])
+        return None
+
+    def check(self, now: float) -> None:
+        """:class:`IncompleteFrameError` once a started frame has stalled for the
+        transport's idle timeout; :class:`ReadTimeout` past the deadline."""
+        if len(self.buffer) > 1 and now - self.last_byte >= self.transport.frame_idle_timeout:
+            raise IncompleteFrameError(
+                "reply from %s stopped after %d of %s bytes"
+                % (self.transport.url, len(self.buffer),
+                   self.size if self.size is not None else "?"))
+        if now >= self.deadline:
+            raise ReadTimeout(
+                "no complete reply from %s within %.2f s (%d bytes received)"
+                % (self.transport.url, self.timeout, len(self.buffer)),
+                received=len(self.buffer),
+            )
+
+
 class SerialTransport:
     """One physical port (or TCP gateway). All packs on it share this object and its lock."""
 
@@ -188,8 +279,10 @@ class SerialTransport:
         #: Called after each request is written, before waiting for the reply: a one-shot
         #: ``read`` imports what prints the answer while the BMS takes its time to answer.
         self.after_write: Optional[Callable[[], None]] = None
-        #: Written by :meth:`send_early`, its reply not yet asked for.
+        #: Written by :meth:`send_early` or :meth:`send_ahead` at ``_early_at``, its reply
+        #: not yet asked for.
         self._early_request: Optional[bytes] = None
+        self._early_at = float("-inf")
 
     # ----------------------------------------------------------------- connection
 
@@ -256,17 +349,43 @@ class SerialTransport:
         """
         port = self._port or self._open()
         early, self._early_request = self._early_request, None
-        if early != request:
+        if early != request or self._clock() - self._early_at > AHEAD_LIFETIME:
             self._write(port, request)
             if self.after_write is not None:
                 self.after_write()
         try:
             return self._receive(port, framer, self._clock() + timeout, timeout)
         except (ReadTimeout, IncompleteFrameError):
-            self._last_activity = self._clock()
+            self.gave_up()
             raise
         except PORT_ERRORS as error:
             raise self._fail(error, "reading from") from error
+
+    def gave_up(self) -> None:
+        """A reply was given up on (timeout, stalled frame): the next request keeps the
+        gap from now."""
+        self._last_activity = self._clock()
+
+    def read_failed(self, error: BaseException) -> TransportError:
+        """The error to report for ``error`` raised while reading; the port is closed."""
+        return self._fail(error, "reading from")
+
+    def ahead_reception(self, request: bytes, framer: Framer, timeout: float
+                        ) -> Optional[Reception]:
+        """The reply to ``request``, written by :meth:`send_ahead`, as a
+        :class:`Reception` for a caller that reads :meth:`fileno` itself; None if no
+        such request is pending. Callers must hold :attr:`lock` until it is done."""
+        early, self._early_request = self._early_request, None
+        port = self._port
+        if (early != request or self._clock() - self._early_at > AHEAD_LIFETIME
+                or not isinstance(port, serial.Serial) or not isinstance(port.fd, int)):
+            self._early_request = early
+            return None
+        return Reception(self, framer, timeout)
+
+    def fileno(self) -> int:
+        """The open local port's file descriptor (non-blocking)."""
+        return self._port.fd  # type: ignore[union-attr,return-value]
 
     def send_early(self, request: bytes) -> None:
         """Open the port and write ``request`` now, ahead of the :meth:`exchange` that
@@ -278,6 +397,38 @@ class SerialTransport:
         port = self._port or self._open()
         self._write(port, request)
         self._early_request = bytes(request)
+        self._early_at = self._clock()
+
+    def send_ahead(self, request: bytes) -> bool:
+        """Write ``request`` now if that costs no wait: the port is open, the gap since its
+        last exchange has passed and the write is accepted at once; the next
+        :meth:`exchange` of the same request then only waits for the reply. False (and
+        nothing written) otherwise; an error closes the port, and the exchange reports it.
+
+        A scrape writes the first request of every port this way from one thread, so
+        that all of them are on the wire within a fraction of a millisecond instead of
+        one port thread after another. Unlike :meth:`exchange`, it does not wait for the
+        request to leave the UART (``tcdrain``): on a real adapter that is ~2 ms per
+        port. Callers must hold :attr:`lock`."""
+        port = self._port
+        if (not isinstance(port, serial.Serial) or port.fd is None
+                or self._clock() < self._last_activity + self.min_gap):
+            return False  # closed, a network port, or too soon after the last exchange
+        try:
+            port.reset_input_buffer()
+            written = os.write(port.fd, request)  # the fd is non-blocking (pyserial's)
+            if written < len(request):  # a full output buffer: rare, finish as usual
+                port.write(request[written:])
+        except BlockingIOError:
+            return False  # a full output buffer: the exchange writes it
+        except PORT_ERRORS as error:
+            self._fail(error, "writing to")
+            return False
+        if self.record_sent:
+            self.sent.append(bytes(request))
+        self._early_request = bytes(request)
+        self._early_at = self._clock()
+        return True
 
     def _write(self, port: serial.SerialBase, request: bytes) -> None:
         gap = self._last_activity + self.min_gap - self._clock()
@@ -294,34 +445,20 @@ class SerialTransport:
 
     def _receive(self, port: serial.SerialBase, framer: Framer, deadline: float,
                  timeout: float) -> bytes:
-        buffer = bytearray()
-        last_byte = self._clock()
+        reception = Reception(self, framer, timeout)
+        reception.deadline = deadline
+        read = _posix_reader(port)
         while True:
-            start, size = framer(bytes(buffer))
-            if start:
-                del buffer[:start]
-            if size is not None and len(buffer) >= size:
-                self._on_success()
-                return bytes(buffer[:size])
             now = self._clock()
-            if len(buffer) > 1 and now - last_byte >= self.frame_idle_timeout:
-                raise IncompleteFrameError(
-                    "reply from %s stopped after %d of %s bytes"
-                    % (self.url, len(buffer), size if size is not None else "?")
-                )
-            if now >= deadline:
-                raise ReadTimeout(
-                    "no complete reply from %s within %.2f s (%d bytes received)"
-                    % (self.url, timeout, len(buffer)),
-                    received=len(buffer),
-                )
-            wanted = (size - len(buffer)) if size is not None else max(1, 4 - len(buffer))
-            if size is not None and wanted > REPLY_TAIL_BYTES:
+            reception.check(now)
+            wanted = reception.wanted
+            if reception.size is not None and wanted > REPLY_TAIL_BYTES:
                 self._sleep_through_wire_time(port, wanted, deadline - now)
-            chunk = port.read(wanted)
+            chunk = read(wanted, deadline - now) if read is not None else port.read(wanted)
             if chunk:
-                buffer += chunk
-                last_byte = self._clock()
+                frame = reception.add(chunk)
+                if frame is not None:
+                    return frame
 
     def _sleep_through_wire_time(self, port: serial.SerialBase, missing: int,
                                  left: float) -> None:
