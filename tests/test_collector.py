@@ -276,7 +276,7 @@ def test_a_port_still_busy_past_its_deadline_is_reported_down_and_not_read_again
         assert result.error == "port still busy past the scrape timeout"
         stuck.release.set()  # the driver returns: the port is read again
         for _ in range(50):
-            if poller._in_flight and all(f.done() for f in poller._in_flight.values()):
+            if not poller.busy_ports():
                 break
             time.sleep(0.05)
         assert value(scrape(registry), "jkbms_up", pack="stuck") == 1 and stuck.reads == 2
@@ -329,3 +329,39 @@ def test_closing_the_poller_closes_every_port(servers: List) -> None:
     assert all(pack.transport.is_open for pack in poller.packs)
     poller.close()
     assert not any(pack.transport.is_open for pack in poller.packs)
+
+
+def test_local_ports_are_received_together_by_the_scrapes_own_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once open, single-pack local serial ports get their requests written and their
+    replies received, decoded and rendered by the thread that polls, all at once."""
+    from jkbms_exporter.pack import JkSerialProtocol
+    from jkbms_exporter.sim.serve import PtySimulator
+
+    sims = [PtySimulator(SimulatedBms(cells=8, seed=seed), latency=0.3).start()
+            for seed in range(4)]
+    decoded_by: List[str] = []
+    decode = JkSerialProtocol.decode
+
+    def spy(self: JkSerialProtocol, frame: bytes) -> object:
+        decoded_by.append(threading.current_thread().name)
+        return decode(self, frame)
+
+    monkeypatch.setattr(JkSerialProtocol, "decode", spy)
+    poller = Poller(build_packs([PackConfig("p%d" % i, sim.path) for i, sim in enumerate(sims)]),
+                    min_interval=0)
+    try:
+        first = poller.poll()  # opens the ports (each in its own port thread)
+        assert all(result.up for result in first.results)
+        del decoded_by[:]
+        time.sleep(0.15)  # the ports' gap between requests (0.1 s) has passed
+        started = time.monotonic()
+        second = poller.poll()
+        took = time.monotonic() - started
+        assert all(result.up for result in second.results)
+        assert decoded_by == [threading.current_thread().name] * 4
+        assert took < 0.9, took  # four answers after 0.3 s each, waited for together
+    finally:
+        poller.close()
+        for sim in sims:
+            sim.stop()

@@ -62,16 +62,30 @@ def pack(name: str, url: str, read_timeout: float = 1.0) -> Pack:
 
 
 
-def healthy_and(cleanup: List, fault: str) -> Tuple[Exporter, TcpSimulator]:
-    good = TcpSimulator(SimulatedBms(cells=16, seed=1), latency=0.02).start()
-    bad = TcpSimulator(SimulatedBms(cells=8, seed=2), latency=0.02, fault=fault).start()
+#: TCP gateways are read by each port's own thread; local serial ports (ptys here) are
+#: received together by the scrape's thread (``links/serial_together``), once open.
+LINKS = ["tcp", "pty"]
+
+
+def simulator(link: str, bms: SimulatedBms, **options: object) -> Tuple[object, str]:
+    """A started simulator on ``link`` and the URL of its port."""
+    if link == "tcp":
+        sim = TcpSimulator(bms, latency=0.02, **options).start()  # type: ignore[arg-type]
+        return sim, sim.url
+    sim = PtySimulator(bms, latency=0.02, **options).start()  # type: ignore[arg-type]
+    return sim, sim.path
+
+
+def healthy_and(cleanup: List, fault: str, link: str = "tcp") -> Tuple[Exporter, TcpSimulator]:
+    good, good_url = simulator(link, SimulatedBms(cells=16, seed=1))
+    bad, bad_url = simulator(link, SimulatedBms(cells=8, seed=2), fault=fault)
     cleanup.extend([good, bad])
     # "chunked" spreads a reply over ~0.5 s of pauses: on a loaded machine the sleeps
     # overshoot, so that pack gets room beyond the 1 s default (the fault must not time out)
     faulty_timeout = 3.0 if fault == "chunked" else 1.0
-    exporter = Exporter([pack("good", good.url), pack("faulty", bad.url, faulty_timeout)])
+    exporter = Exporter([pack("good", good_url), pack("faulty", bad_url, faulty_timeout)])
     cleanup.append(exporter)
-    return exporter, bad
+    return exporter, bad  # type: ignore[return-value]
 
 
 def recovers_within_two_scrapes(exporter: Exporter, name: str) -> None:
@@ -86,13 +100,18 @@ def recovers_within_two_scrapes(exporter: Exporter, name: str) -> None:
     ("bad-length", "malformed"),
     ("trickle", "timeout"),
 ])
-def test_fault_is_reported_isolated_and_recovered(cleanup: List, fault: str, reason: str) -> None:
-    exporter, bad = healthy_and(cleanup, fault)
+@pytest.mark.parametrize("link", LINKS)
+def test_fault_is_reported_isolated_and_recovered(cleanup: List, fault: str, reason: str,
+                                                  link: str) -> None:
+    exporter, bad = healthy_and(cleanup, fault, link)
+    if link == "pty":  # the ports open on the first scrape; from the next on, together
+        fresh = exporter.scrape()
+        assert up(fresh, "good") == 1 and up(fresh, "faulty") == 0
     for attempt in (1, 2):
         samples = exporter.scrape()
         assert up(samples, "good") == 1
         assert up(samples, "faulty") == 0
-        assert errors(samples, "faulty", reason) == attempt
+        assert errors(samples, "faulty", reason) == attempt + (link == "pty")
         assert all(errors(samples, "good", r) == 0 for r in ("timeout", "checksum", "malformed", "io"))
     bad.fault = "none"
     if fault == "trickle":  # the last trickled reply must finish draining from the BMS first
@@ -101,8 +120,9 @@ def test_fault_is_reported_isolated_and_recovered(cleanup: List, fault: str, rea
 
 
 @pytest.mark.parametrize("fault", ["junk-before", "chunked", "trailing-junk"])
-def test_tolerable_line_faults_keep_the_pack_up(cleanup: List, fault: str) -> None:
-    exporter, _ = healthy_and(cleanup, fault)
+@pytest.mark.parametrize("link", LINKS)
+def test_tolerable_line_faults_keep_the_pack_up(cleanup: List, fault: str, link: str) -> None:
+    exporter, _ = healthy_and(cleanup, fault, link)
     for _ in range(3):
         samples = exporter.scrape()
         assert up(samples, "faulty") == 1 and up(samples, "good") == 1

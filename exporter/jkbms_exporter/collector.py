@@ -6,9 +6,11 @@
 * Concurrent scrapes share one read (single flight), and a result younger than
   ``min_interval`` is reused, so two Prometheus servers do not double the bus traffic.
 * Nothing polls in the background.
+* Each port's first request is written by the scrape itself, all ports one after another,
+  before the port threads wake; each thread then waits for its replies.
 * A pack's samples are rendered to exposition text in its port worker as soon as its reply
   is in (:mod:`.exposition`); the scrape joins finished text. Whatever
-  :func:`~.metrics.reading_samples` yields for a reading, and :func:`status_samples` for a
+  :func:`~.metrics.reading_groups` yields for a reading, and :func:`status_groups` for a
   pack's state, is rendered: a new per-pack family needs no change here.
 """
 
@@ -18,7 +20,7 @@ import logging
 import platform
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from queue import Empty, SimpleQueue
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple,
@@ -27,7 +29,9 @@ from typing import (
 from . import __version__
 from .energy import EnergyIntegrator
 from .exposition import RenderedFamily, join_families
-from .errors import READ_ERROR_REASONS, ReadTimeout, reason_of
+from .errors import READ_ERROR_REASONS, FrameError, ReadTimeout, reason_of
+from .links.serial import Reception
+from .links.serial_together import receive_together
 from .metrics import (
     ALL_SPECS,
     BUILD_INFO,
@@ -37,8 +41,11 @@ from .metrics import (
     SCRAPE_DURATION,
     UP,
     MetricSpec,
-    energy_samples,
-    reading_samples,
+    Group,
+    NO_LABELS,
+    energy_groups,
+    flatten,
+    reading_groups,
 )
 from .pack import DEFAULT_CHEMISTRY, Pack
 from .reading import READING_AGE_KEY, Reading
@@ -70,7 +77,8 @@ class PackResult:
     frame: bytes = b""
     #: ``time.monotonic()`` when the values were measured (streamed values: less their age).
     read_at: float = 0.0
-    #: The reading's samples as exposition text, rendered in the port worker.
+    #: The pack's samples (its status's, then its reading's) as exposition text, rendered
+    #: in the port worker.
     rendered: Tuple[Tuple[MetricSpec, RenderedPart], ...] = ()
 
     @property
@@ -90,6 +98,8 @@ class PackStatus:
     energy: EnergyIntegrator = field(default_factory=EnergyIntegrator)
     #: True once the pack's protocol streamed a record: the stream feeds ``energy`` then.
     streamed: bool = False
+    #: Held while a result is recorded and the status rendered.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @dataclass(frozen=True)
@@ -140,10 +150,11 @@ class Poller:
             self._groups.setdefault(id(pack.transport), []).append(pack)
         # one worker per port, and at most one read in flight per port: a port stuck in a
         # blocking call past its deadline can never hold up another port's read
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(1, len(self._groups)), thread_name_prefix="jkbms-port"
-        )
-        self._in_flight: Dict[int, "Future[List[PackResult]]"] = {}
+        self._workers = {key: _PortWorker("jkbms-port-%d" % number, group, self._read_group)
+                         for number, (key, group) in enumerate(self._groups.items())}
+        #: Every worker's finished reads: (poll number, group key, results).
+        self._finished: "SimpleQueue[Tuple[int, int, List[PackResult]]]" = SimpleQueue()
+        self._polls = 0
 
     @staticmethod
     def _stream_sink(status: PackStatus) -> Callable[[float, Reading], None]:
@@ -173,33 +184,94 @@ class Poller:
             return self._snapshot
 
     def _read_all(self, deadline: float) -> List[PackResult]:
-        futures: Dict[int, "Future[List[PackResult]]"] = {}
-        stuck: List[int] = []
-        for key, group in self._groups.items():
-            previous = self._in_flight.get(key)
-            if previous is not None and not previous.done():
-                stuck.append(key)  # an earlier read is still blocked in the driver
-                continue
-            futures[key] = self._in_flight[key] = self._executor.submit(
-                self._read_group, group, deadline)
-        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE)
+        self._polls += 1
+        number = self._polls
         by_name: Dict[str, PackResult] = {}
-        for key, future in futures.items():
-            if future.done():
-                for result in future.result():
-                    by_name[result.name] = result
+        together: Dict[Reception, Tuple[int, Pack, float]] = {}
+        threaded: List[int] = []
+        # Every idle port's first request is written from here, one after another in a
+        # fraction of a millisecond, before any port thread wakes: the replies then come
+        # back together instead of one port thread's turn after another's. A port with
+        # one pack of a request-reply protocol on a local serial port is then received
+        # here too, with all such ports at once (receive_together).
+        for key, worker in self._workers.items():
+            if worker.busy:
+                continue  # an earlier read is still stuck in the driver: reported below
+            group = self._groups[key]
+            started = time.monotonic()
+            if len(group) == 1:
+                reception = group[0].start_read(deadline)
+                if reception is not None:
+                    together[reception] = (key, group[0], started)
+                    continue
             else:
-                stuck.append(key)
-        for key in stuck:  # report the port's packs down, never wait for them
-            for pack in self._groups[key]:
-                by_name[pack.name] = PackResult(
+                group[0].send_ahead()
+            threaded.append(key)
+        for key in threaded:
+            self._workers[key].start(number, key, deadline, self._finished)
+        if together:
+            threaded += self._receive_together(together, by_name)
+        waiting = set(threaded)
+        give_up = deadline + _DEADLINE_GRACE
+        while waiting:
+            try:
+                answer, key, results = self._finished.get(
+                    timeout=max(0.0, give_up - time.monotonic()))
+            except Empty:
+                break
+            if answer == number:  # else a read of an earlier poll, stuck until now
+                waiting.discard(key)
+                for result in results:
+                    by_name[result.name] = result
+        for pack in self.packs:  # a port still busy: its packs are down, never waited for
+            if pack.name not in by_name:
+                by_name[pack.name] = self._finish(pack, PackResult(
                     pack.name, pack.port, None, self.scrape_timeout,
                     "port still busy past the scrape timeout", "timeout",
-                )
-        results = [by_name[pack.name] for pack in self.packs]
-        for result in results:
-            self._record(result)
-        return results
+                ))
+        return [by_name[pack.name] for pack in self.packs]
+
+    def _receive_together(self, together: Dict[Reception, Tuple[int, Pack, float]],
+                          by_name: Dict[str, PackResult]) -> List[int]:
+        """Receive the replies of ``together`` on this thread, each decoded and rendered
+        the moment it is whole; the keys of ports whose reply was garbled, which their
+        own threads read again (with the protocol's retries), are returned."""
+        again: List[int] = []
+
+        def on_frame(reception: Reception, frame: bytes) -> None:
+            key, pack, started = together[reception]
+            try:
+                reading = pack.finish_read(frame)
+            except Exception as error:  # every failure is reported per pack, never raised
+                if isinstance(error, FrameError) and getattr(pack.protocol, "retries", 0):
+                    again.append(key)
+                    self._workers[key].start(self._polls, key, reception.deadline,
+                                             self._finished)
+                    return
+                on_error(reception, error, locked=False)
+                return
+            finished = time.monotonic()
+            age = float(reading.extra.get(READING_AGE_KEY, 0.0))  # type: ignore[arg-type]
+            by_name[pack.name] = self._finish(pack, PackResult(
+                pack.name, pack.port, reading, finished - started, frame=frame,
+                read_at=finished - age))
+
+        def on_error(reception: Reception, error: BaseException, locked: bool = True) -> None:
+            _, pack, started = together[reception]
+            if locked:
+                pack.abandon_read()
+            if not hasattr(error, "reason"):
+                log.debug("unexpected error reading %s", pack.name, exc_info=error)
+            by_name[pack.name] = self._finish(pack, PackResult(
+                pack.name, pack.port, None, time.monotonic() - started,
+                str(error) or type(error).__name__, reason_of(error)))
+
+        receive_together(together, on_frame, on_error)
+        return again
+
+    def busy_ports(self) -> int:
+        """How many ports still have a read in flight (stuck past an earlier scrape)."""
+        return sum(worker.busy for worker in self._workers.values())
 
     def _read_group(self, group: Sequence[Pack], deadline: float) -> List[PackResult]:
         return [self._read_one(pack, deadline) for pack in group]
@@ -213,18 +285,30 @@ class Poller:
         except Exception as error:  # every failure is reported per pack, never raised
             if not hasattr(error, "reason"):
                 log.debug("unexpected error reading %s", pack.name, exc_info=True)
-            return PackResult(
+            return self._finish(pack, PackResult(
                 pack.name, pack.port, None, time.monotonic() - started,
                 str(error) or type(error).__name__, reason_of(error),
-            )
+            ))
         finished = time.monotonic()
         age = float(reading.extra.get(READING_AGE_KEY, 0.0))  # type: ignore[arg-type]
-        rendered = self.series_labels[pack.name].render(reading_samples(reading, pack.port))
-        return PackResult(pack.name, pack.port, reading, finished - started, frame=frame,
-                          read_at=finished - age, rendered=rendered)
+        return self._finish(pack, PackResult(pack.name, pack.port, reading, finished - started,
+                                             frame=frame, read_at=finished - age))
 
-    def _record(self, result: PackResult) -> None:
-        status = self.status[result.name]
+    def _finish(self, pack: Pack, result: PackResult) -> PackResult:
+        """``result`` recorded in the pack's status, with all its samples (the status's,
+        then the reading's) rendered into it: in the port worker, as soon as the reply is
+        in. ``result`` is new and seen by nobody else yet."""
+        status = self.status[pack.name]
+        with status.lock:  # a port stuck past one scrape may finish during the next
+            self._record(result, status)
+            groups = status_groups(result, status, pack.chemistry)
+            if result.reading is not None:
+                groups += reading_groups(result.reading, pack.port)
+            object.__setattr__(result, "rendered",
+                               self.series_labels[pack.name].render_groups(groups))
+        return result
+
+    def _record(self, result: PackResult, status: PackStatus) -> None:
         now = time.monotonic()
         if result.up:
             if status.consecutive_failures:
@@ -251,9 +335,51 @@ class Poller:
                         result.error, suffix)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False)
+        for worker in self._workers.values():
+            worker.stop()
         for pack in self.packs:
             pack.close()
+
+
+class _PortWorker:
+    """One port's thread: runs the reads it is handed, one at a time, and hands back the
+    results. Started on first use; ends on :meth:`stop`."""
+
+    def __init__(self, name: str, group: Sequence[Pack],
+                 read: Callable[[Sequence[Pack], float], List[PackResult]]) -> None:
+        self.name = name
+        self.group = group
+        self._read = read
+        self._jobs: "SimpleQueue[Optional[tuple]]" = SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        #: True from :meth:`start` until the results are handed back.
+        self.busy = False
+
+    def start(self, number: int, key: int, deadline: float,
+              finished: "SimpleQueue[Tuple[int, int, List[PackResult]]]") -> None:
+        self.busy = True
+        self._jobs.put((number, key, deadline, finished))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        get = self._jobs.get
+        while True:
+            job = get()
+            if job is None:
+                return
+            number, key, deadline, finished = job
+            try:
+                results = self._read(self.group, deadline)
+            except Exception:  # a bug: the port's packs are reported down, the thread lives
+                log.error("%s: reading failed unexpectedly", self.name, exc_info=True)
+                results = []
+            self.busy = False
+            finished.put((number, key, results))
+
+    def stop(self) -> None:
+        self._jobs.put(None)
 
 
 def _family(spec: MetricSpec, pack_labels: Tuple[str, ...]) -> Metric:
@@ -265,17 +391,30 @@ def _family(spec: MetricSpec, pack_labels: Tuple[str, ...]) -> Metric:
     return GaugeMetricFamily(spec.full_name, spec.help, labels=labels)
 
 
+_REASON_LABELS = tuple((reason,) for reason in READ_ERROR_REASONS)
+
+
+def status_groups(result: PackResult, status: PackStatus,
+                  chemistry: str = DEFAULT_CHEMISTRY) -> List[Group]:
+    """A pack's samples that do not come from its reading, present whether it read or
+    not, as runs of one spec each."""
+    groups: List[Group] = [
+        (UP, NO_LABELS, [1 if result.up else 0]),
+        (CHEMISTRY_INFO, ((chemistry,),), [1]),
+        (SCRAPE_DURATION, NO_LABELS, [result.duration_seconds]),
+    ]
+    if status.last_success_time is not None:
+        groups.append((LAST_SUCCESS, NO_LABELS, [status.last_success_time]))
+    errors = status.errors
+    groups.append((READ_ERRORS, _REASON_LABELS, [errors[reason] for reason in READ_ERROR_REASONS]))
+    groups += energy_groups(status.energy.totals())
+    return groups
+
+
 def status_samples(result: PackResult, status: PackStatus,
                    chemistry: str = DEFAULT_CHEMISTRY) -> Iterator[SpecSample]:
-    """A pack's samples that do not come from its reading: present whether it read or not."""
-    yield UP, (), 1 if result.up else 0
-    yield CHEMISTRY_INFO, (chemistry,), 1
-    yield SCRAPE_DURATION, (), result.duration_seconds
-    if status.last_success_time is not None:
-        yield LAST_SUCCESS, (), status.last_success_time
-    for reason in READ_ERROR_REASONS:
-        yield READ_ERRORS, (reason,), status.errors[reason]
-    yield from energy_samples(status.energy.totals())
+    """:func:`status_groups`, sample by sample."""
+    return flatten(status_groups(result, status, chemistry))
 
 
 class JkbmsCollector:
@@ -291,7 +430,6 @@ class JkbmsCollector:
         self.poller = poller
         self._build_info = SeriesLabels((), ()).render(
             [(BUILD_INFO, (__version__, platform.python_version()), 1)])
-        self._chemistry = {pack.name: pack.chemistry for pack in poller.packs}
 
     def describe(self) -> Iterable[Metric]:
         # Families without samples: registering the collector never touches a port.
@@ -302,10 +440,6 @@ class JkbmsCollector:
         snapshot = self.poller.poll()
         families: Dict[str, RenderedFamily] = {}
         for result in snapshot.results:
-            status = self.poller.status[result.name]
-            labels = self.poller.series_labels[result.name]
-            join_families(labels.render(status_samples(result, status, self._chemistry[result.name])),
-                          families)
             join_families(result.rendered, families)
         yield from families.values()
         yield from join_families(self._build_info).values()

@@ -27,7 +27,7 @@ from .defaults import CHEMISTRIES, DEFAULT_CHEMISTRY, DEFAULT_MAX_GAP, DEFAULT_R
 from .protocols import jk_serial
 from .errors import FrameError, JkbmsError, ReadTimeout, TransportError
 from .reading import Reading
-from .links.serial import SerialTransport
+from .links.serial import Reception, SerialTransport
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,22 @@ class JkSerialProtocol:
         self.retries = retries
         self._request = jk_serial.read_all_request()
 
+    def send_ahead(self, transport: SerialTransport) -> bool:
+        """Write the read-all request now (:meth:`SerialTransport.send_ahead`), where the
+        transport can (any transport with ``exchange`` carries this protocol)."""
+        send_ahead = getattr(transport, "send_ahead", None)
+        return send_ahead is not None and send_ahead(self._request)
+
+    def ahead_reception(self, transport: SerialTransport, timeout: float) -> Optional[Reception]:
+        """The reply to the request :meth:`send_ahead` wrote, for the caller to receive
+        (:func:`~.links.serial_together.receive_together`), or None."""
+        take = getattr(transport, "ahead_reception", None)
+        return take(self._request, jk_serial.locate_frame, timeout) if take else None
+
+    def decode(self, frame: bytes) -> Reading:
+        """The reading in a whole reply frame (:class:`FrameError` if it is garbled)."""
+        return jk_serial.decode_reply(frame, self.verify_checksum)
+
     def read(self, transport: SerialTransport, deadline: float) -> Tuple[Reading, bytes]:
         attempt = 0
         while True:
@@ -62,7 +78,7 @@ class JkSerialProtocol:
                 raise ReadTimeout("scrape time budget used up before the read")
             frame = transport.exchange(self._request, jk_serial.locate_frame, remaining)
             try:
-                return jk_serial.decode_reply(frame, self.verify_checksum), frame
+                return self.decode(frame), frame
             except FrameError:
                 attempt += 1
                 if attempt > self.retries or deadline - time.monotonic() <= 0:
@@ -98,6 +114,11 @@ class AutoProtocol:
             log.info("%s speaks the %s protocol", getattr(transport, "url", "?"), candidate.name)
             return result
         raise ReadTimeout("no protocol to try")  # pragma: no cover - candidates is never empty
+
+    def send_ahead(self, transport: Any) -> bool:
+        """As the detected protocol does; nothing before one has answered."""
+        send_ahead = getattr(self.detected, "send_ahead", None)
+        return bool(send_ahead is not None and send_ahead(transport))
 
     def subscribe(self, transport: Any, on_record: Callable[[float, Reading], None],
                   on_break: Callable[[float], None]) -> None:
@@ -141,6 +162,50 @@ class Pack:
         finally:
             self.transport.lock.release()
         return self._oriented(reading), frame
+
+    def send_ahead(self) -> bool:
+        """Where the protocol is one request and one reply on a serial port (4E57), write
+        the request now, if the port is free and that costs no wait: the next
+        :meth:`read` then only waits for the reply. True if it was written."""
+        send_ahead = getattr(self.protocol, "send_ahead", None)
+        if send_ahead is None or not self.transport.lock.acquire(blocking=False):
+            return False
+        try:
+            return bool(send_ahead(self.transport))
+        finally:
+            self.transport.lock.release()
+
+    def start_read(self, deadline: float) -> Optional[Reception]:
+        """Write the request now and hand its reply's :class:`Reception` to the caller,
+        who receives it (:func:`~.links.serial_together.receive_together`) and then
+        calls :meth:`finish_read` or :meth:`abandon_read`; the transport's lock is held
+        until then. None (and nothing held) where the protocol, the port or the moment
+        does not allow it: :meth:`read` then reads the pack as usual."""
+        protocol = self.protocol
+        take = getattr(protocol, "ahead_reception", None)
+        if take is None or not self.transport.lock.acquire(blocking=False):
+            return None
+        reception = None
+        try:
+            timeout = min(deadline - time.monotonic(), self.read_timeout)
+            if timeout > 0 and protocol.send_ahead(self.transport):  # type: ignore[attr-defined]
+                reception = take(self.transport, timeout)
+        finally:
+            if reception is None:
+                self.transport.lock.release()
+        return reception
+
+    def finish_read(self, frame: bytes) -> Reading:
+        """The reading in the frame a :meth:`start_read` reception received (the lock is
+        released; :class:`FrameError` if the frame is garbled)."""
+        try:
+            return self._oriented(self.protocol.decode(frame))  # type: ignore[attr-defined]
+        finally:
+            self.transport.lock.release()
+
+    def abandon_read(self) -> None:
+        """A :meth:`start_read` reception ended without a frame: the lock is released."""
+        self.transport.lock.release()
 
     def subscribe(self, on_record: Callable[[float, Reading], None],
                   on_break: Callable[[float], None]) -> bool:
