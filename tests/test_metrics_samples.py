@@ -124,3 +124,20 @@ def test_samples_come_as_an_iterator_and_json_is_unchanged():
     assert iter(samples) is samples
     assert next(samples)[0] is m.CELLS
     assert reading_to_json(reading)["cells"] == 4
+
+
+def test_the_exposition_gets_one_group_per_spec_holding_that_specs_samples_in_order():
+    """What the exposition renders (reading_groups): every spec once, with exactly the
+    samples reading_samples yields for it, in the same order (settings of one unit come
+    apart in the decoders' order, and are put together here)."""
+    for reading in readings():
+        groups = m.reading_groups(reading, "/dev/ttyUSB0")
+        specs = [spec for spec, _, _ in groups]
+        assert len(specs) == len(set(specs))
+        for spec, labels, values in groups:
+            assert len(labels) == len(values) > 0
+            expected = [(s, label, value) for s, label, value
+                        in reading_samples(reading, "/dev/ttyUSB0") if s is spec]
+            assert list(zip([spec] * len(values), labels, values)) == expected
+        assert sum(len(values) for _, _, values in groups) == len(
+            list(reading_samples(reading, "/dev/ttyUSB0")))

@@ -207,10 +207,11 @@ NO_LABELS: Tuple[Tuple[str, ...]] = ((),)
 
 
 def reading_samples(reading: Reading, port: str = "") -> Iterator[Sample]:
-    """Every sample a reading yields, labels in :attr:`MetricSpec.labels` order.
+    """Every sample a reading yields, labels in :attr:`MetricSpec.labels` order, the
+    samples of one spec together.
 
     A value the BMS does not report is left out, never exported as 0 or NaN."""
-    return flatten(reading_groups(reading, port))
+    return flatten(reading_groups(reading, port, by_spec=False))
 
 
 def flatten(groups: Iterable[Group]) -> Iterator[Sample]:
@@ -219,10 +220,11 @@ def flatten(groups: Iterable[Group]) -> Iterator[Sample]:
             for labels, value in zip(labels_of, values))
 
 
-def reading_groups(reading: Reading, port: str = "") -> List[Group]:
+def reading_groups(reading: Reading, port: str = "", by_spec: bool = True) -> List[Group]:
     """The samples of :func:`reading_samples` as runs of one spec each (what the
-    exposition renders: no work per sample)."""
-    groups = _all_groups(reading, port)
+    exposition renders: no work per sample); ``by_spec``: one run per spec (the settings
+    of each unit together), else in :func:`reading_samples`' order."""
+    groups = _all_groups(reading, port, by_spec)
     skipped = {spec for name in reading.extra.get(NOT_REPORTED_KEY, ())  # type: ignore[union-attr]
                for spec in _FIELD_SPECS.get(str(name), ())}
     if skipped:  # JK04 only
@@ -268,9 +270,9 @@ _CELL_LABELS = tuple((cell_label(index),) for index in range(1, 129))
 #: Label names in a mapping's order (``alarms``, ``temperatures_celsius`` …) → the
 #: ``(value,)`` label tuple of each. Bounded: cleared when full.
 _LABELS_OF_KEYS: Dict[Tuple[str, ...], Tuple[Tuple[str], ...]] = {}
-#: id of a settings tuple → (the tuple, its groups): decoders hand out the same tuple
+#: id of a settings tuple → (the tuple, its runs, its groups by unit): decoders hand out the same tuple
 #: while a BMS's settings stay the same. Holding the tuple keeps its id from being reused.
-_SETTINGS_GROUPS: Dict[int, Tuple[Tuple[Setting, ...], Tuple[Group, ...]]] = {}
+_SETTINGS_GROUPS: Dict[int, Tuple[Tuple[Setting, ...], Tuple[Group, ...], Tuple[Group, ...]]] = {}
 _CACHE_LIMIT = 256
 _VALUES = itemgetter(2)
 _MOSFET_LABELS = (("charge",), ("discharge",))
@@ -287,24 +289,30 @@ def _keyed(spec: MetricSpec, mapping: Mapping[str, object]) -> Group:
     return spec, labels, list(mapping.values())
 
 
-def _setting_groups(settings: Tuple[Setting, ...]) -> Tuple[Group, ...]:
-    """Runs of settings of one unit (each unit is its own spec), in the decoder's order."""
+def _setting_groups(settings: Tuple[Setting, ...], by_unit: bool) -> Tuple[Group, ...]:
+    """The settings as runs of one unit (each unit is its own spec) in the decoder's
+    order, or (``by_unit``) as one group per unit, units in order of first appearance."""
     entry = _SETTINGS_GROUPS.get(id(settings))
-    if entry is not None and entry[0] is settings:
-        return entry[1]
-    groups: List[Group] = []
-    for setting in settings:
-        spec = SETTINGS[setting.unit]
-        if not groups or groups[-1][0] is not spec:
-            groups.append((spec, [], []))
-        groups[-1][1].append((setting.name,))  # type: ignore[union-attr]
-        groups[-1][2].append(setting.value)
-    frozen = tuple((spec, tuple(labels), values) for spec, labels, values in groups)
-    if isinstance(settings, tuple):  # immutable: its groups cannot change
-        if len(_SETTINGS_GROUPS) >= _CACHE_LIMIT:
-            _SETTINGS_GROUPS.clear()
-        _SETTINGS_GROUPS[id(settings)] = (settings, frozen)
-    return frozen
+    if entry is None or entry[0] is not settings:
+        runs: List[Group] = []
+        units: Dict[MetricSpec, Tuple[List[Tuple[str]], List[Any]]] = {}
+        for setting in settings:
+            spec = SETTINGS[setting.unit]
+            if not runs or runs[-1][0] is not spec:
+                runs.append((spec, [], []))
+            runs[-1][1].append((setting.name,))  # type: ignore[union-attr]
+            runs[-1][2].append(setting.value)
+            labels, values = units.setdefault(spec, ([], []))
+            labels.append((setting.name,))
+            values.append(setting.value)
+        entry = (settings,
+                 tuple((spec, tuple(labels), values) for spec, labels, values in runs),
+                 tuple((spec, tuple(labels), values) for spec, (labels, values) in units.items()))
+        if isinstance(settings, tuple):  # immutable: its groups cannot change
+            if len(_SETTINGS_GROUPS) >= _CACHE_LIMIT:
+                _SETTINGS_GROUPS.clear()
+            _SETTINGS_GROUPS[id(settings)] = entry
+    return entry[2] if by_unit else entry[1]
 
 
 def _cell_labels(count: int) -> Tuple[Tuple[str], ...]:
@@ -313,12 +321,13 @@ def _cell_labels(count: int) -> Tuple[Tuple[str], ...]:
     return tuple((cell_label(index),) for index in range(1, count + 1))
 
 
-def _all_groups(reading: Reading, port: str) -> List[Group]:
+def _all_groups(reading: Reading, port: str, by_unit: bool) -> List[Group]:
     """The groups of :func:`reading_groups`, NaN and not-reported values included."""
     volts = reading.cell_voltages_volts
-    groups: List[Group] = [
-        (CELLS, NO_LABELS, [reading.cells]),
-        (CELL_VOLTAGE, _cell_labels(len(volts)), list(volts)),
+    groups: List[Group] = [(CELLS, NO_LABELS, [reading.cells])]
+    if volts:
+        groups.append((CELL_VOLTAGE, _cell_labels(len(volts)), list(volts)))
+    groups += [
         (PACK_VOLTAGE, NO_LABELS, [reading.pack_voltage_volts]),
         (CURRENT, NO_LABELS, [reading.current_amperes]),
         (SOC, NO_LABELS, [reading.state_of_charge_ratio]),
@@ -351,7 +360,7 @@ def _all_groups(reading: Reading, port: str) -> List[Group]:
         (ALARM_BITMASK, NO_LABELS, [reading.alarm_bitmask]),
         (STATUS_BITMASK, NO_LABELS, [reading.status_bitmask]),
     )
-    groups += _setting_groups(reading.settings)
+    groups += _setting_groups(reading.settings, by_unit)
     ohms = reading.cell_resistances_ohms
     if ohms:
         groups.append((BALANCE_WIRE_RESISTANCE, _cell_labels(len(ohms)), list(ohms)))

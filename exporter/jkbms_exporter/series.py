@@ -137,19 +137,17 @@ class SeriesLabels:
 
     def render_groups(self, groups: Iterable[Group]) -> Tuple[Tuple[MetricSpec, RenderedPart], ...]:
         """:meth:`render` for samples already in runs of one spec
-        (:func:`~.metrics.reading_groups`): the same text, with no work per sample."""
-        merged: Dict[str, Group] = {}
-        for group in groups:
-            name = group[0].name
-            earlier = merged.get(name)
-            if earlier is None:
-                merged[name] = group
-            else:  # a spec in two runs (settings of one unit apart): rare
-                merged[name] = (group[0], list(earlier[1]) + list(group[1]),
-                                list(earlier[2]) + list(group[2]))
-        part = self._part
-        return tuple((spec, part(spec, labels, values))  # type: ignore[arg-type]
-                     for spec, labels, values in merged.values())
+        (:func:`~.metrics.reading_groups`): the same text, with no work per sample. A spec
+        should have one run (two runs of one spec are two parts of its family: right, but
+        each renders anew every time)."""
+        last = self._last
+        parts = []
+        for spec, labels, values in groups:
+            part = last.get(spec.name)
+            if part is None or part.values != values or part.labels != labels:
+                part = self._part(spec, labels, values)  # type: ignore[arg-type]
+            parts.append((spec, part))
+        return tuple(parts)
 
     def _part(self, spec: MetricSpec, labels: List[Tuple[str, ...]],
               values: List[float]) -> RenderedPart:

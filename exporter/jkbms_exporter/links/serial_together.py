@@ -25,8 +25,10 @@ import serial
 from ..errors import JkbmsError
 from .serial import PORT_ERRORS, REPLY_TAIL_BYTES, Reception
 
-#: Longest one wait may take: bounds how late a deadline or a stall is noticed.
-_LONGEST_WAIT = 0.05
+#: Longest one wait may take (deadlines and stalls are waited for exactly).
+_LONGEST_WAIT = 1.0
+#: Longest sleep through a reply's wire time (as the exchange's, half the idle timeout).
+_LONGEST_SLEEP = 0.15
 
 
 def receive_together(receptions: Iterable[Reception],
@@ -50,7 +52,7 @@ def receive_together(receptions: Iterable[Reception],
             return
         sleep, wait = _waits(pending.values(), now)
         if sleep > 0.001:  # every reply is still on the wire: nothing to read sooner
-            time.sleep(min(sleep, wait))
+            time.sleep(min(sleep, wait, _LONGEST_SLEEP))
             wait = 0.0
         ready = select.select(list(pending), (), (), wait)[0]
         for fd in ready:
@@ -78,11 +80,12 @@ def _waits(receptions: Iterable[Reception], now: float) -> Tuple[float, float]:
     reply's length is not known yet, or its last :data:`~.serial.REPLY_TAIL_BYTES` may be
     arriving: bytes cannot come faster than the wire), and how long a wait may take
     before a deadline passes or a stall must be noticed."""
-    sleep = float("inf")
-    wait = _LONGEST_WAIT
+    sleep = wait = _LONGEST_WAIT
     for reception in receptions:
         transport = reception.transport
-        wait = min(wait, reception.deadline - now, transport.frame_idle_timeout / 2)
+        wait = min(wait, reception.deadline - now)
+        if len(reception.buffer) > 1:  # started: a stall is noticed on time
+            wait = min(wait, reception.last_byte + transport.frame_idle_timeout - now)
         if reception.size is None:
             sleep = 0.0
             continue
