@@ -11,13 +11,14 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from socketserver import BaseRequestHandler, TCPServer, ThreadingMixIn
+from socketserver import BaseRequestHandler, TCPServer
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from ..collector import Poller
 from ..exposition import FamilySource, make_metrics_app
 from .landing import current_snapshot, landing_page, pack_cards
 from .address import DEFAULT_LISTEN_ADDRESS, DEFAULT_PORT, parse_listen_address  # noqa: F401
+from .workers import WorkerPool
 from .wsgi_glue import BadRequest, RequestHead, make_environ, parse_header_lines, \
     parse_request_line, run_app
 
@@ -294,12 +295,16 @@ class _Handler(BaseRequestHandler):
             pass
 
 
-class ThreadingServer(ThreadingMixIn, TCPServer):
-    """A WSGI server with a thread per connection, TLS in that thread, a bound on
-    connections and deadlines on reading requests."""
+class ThreadingServer(TCPServer):
+    """A WSGI server serving each connection in one of a pool of threads, TLS in that
+    thread, a bound on connections and deadlines on reading requests."""
 
     daemon_threads = True
     block_on_close = False  # shutting down does not wait for stalled clients
+    #: Workers kept waiting for connections however long they wait; more than these end
+    #: after waiting ``worker_idle_timeout`` seconds.
+    workers_kept = 4
+    worker_idle_timeout = 60.0
     allow_reuse_address = True
     request_queue_size = 128
 
@@ -327,6 +332,10 @@ class ThreadingServer(ThreadingMixIn, TCPServer):
         self._waiting: "OrderedDict[int, int]" = OrderedDict()
         self._waiting_lock = threading.Lock()
         self._this_connection = threading.local()
+        self._workers = WorkerPool(self.process_request_thread, self._connection_done,
+                                   "jkbms-http", daemon=self.daemon_threads,
+                                   keep_idle=self.workers_kept,
+                                   idle_timeout=self.worker_idle_timeout)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -339,7 +348,7 @@ class ThreadingServer(ThreadingMixIn, TCPServer):
         with self._waiting_lock:
             self._waiting[id(request)] = request.fileno()
         try:
-            super().process_request(request, client_address)
+            self._workers.submit(request, client_address)
         except BaseException:
             self._forget(request)
             self._slots.release()
@@ -384,10 +393,24 @@ class ThreadingServer(ThreadingMixIn, TCPServer):
             self._waiting.pop(id(request), None)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """In a worker thread: serve the connection (the pool then calls
+        ``_connection_done``)."""
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+
+    def _connection_done(self, request: Any, client_address: Any) -> None:
+        try:
+            self.shutdown_request(request)
         finally:
             self._slots.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        workers = getattr(self, "_workers", None)  # absent if binding failed
+        if workers is not None:
+            workers.close(wait_for_busy=self.block_on_close)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.error("error while serving %s", client_address[0], exc_info=True)
