@@ -365,3 +365,31 @@ def test_local_ports_are_received_together_by_the_scrapes_own_thread(
         poller.close()
         for sim in sims:
             sim.stop()
+
+
+def test_a_bug_while_receiving_together_reports_the_packs_down_and_frees_their_ports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from jkbms_exporter import collector
+    from jkbms_exporter.sim.serve import PtySimulator
+
+    sims = [PtySimulator(SimulatedBms(cells=4, seed=seed), latency=0.02).start()
+            for seed in range(2)]
+    poller = Poller(build_packs([PackConfig("p%d" % i, sim.path) for i, sim in enumerate(sims)]),
+                    min_interval=0)
+    try:
+        assert all(result.up for result in poller.poll().results)  # the ports are open
+        time.sleep(0.15)
+
+        def broken(*_: object) -> None:
+            raise RuntimeError("planted bug")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(collector, "receive_together", broken)
+            down = poller.poll().results
+        assert [(r.up, r.reason) for r in down] == [(False, "io"), (False, "io")]
+        time.sleep(0.15)
+        assert all(result.up for result in poller.poll().results)  # no port left locked
+    finally:
+        poller.close()
+        for sim in sims:
+            sim.stop()

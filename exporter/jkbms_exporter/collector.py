@@ -29,7 +29,7 @@ from typing import (
 from . import __version__
 from .energy import EnergyIntegrator
 from .exposition import RenderedFamily, join_families
-from .errors import READ_ERROR_REASONS, FrameError, ReadTimeout, reason_of
+from .errors import READ_ERROR_REASONS, FrameError, ReadTimeout, TransportError, reason_of
 from .links.serial import Reception
 from .links.serial_together import receive_together
 from .metrics import (
@@ -238,7 +238,10 @@ class Poller:
         own threads read again (with the protocol's retries), are returned."""
         again: List[int] = []
 
+        settled = set()
+
         def on_frame(reception: Reception, frame: bytes) -> None:
+            settled.add(reception)
             key, pack, started = together[reception]
             try:
                 reading = pack.finish_read(frame)
@@ -257,6 +260,7 @@ class Poller:
                 read_at=finished - age))
 
         def on_error(reception: Reception, error: BaseException, locked: bool = True) -> None:
+            settled.add(reception)
             _, pack, started = together[reception]
             if locked:
                 pack.abandon_read()
@@ -266,7 +270,13 @@ class Poller:
                 pack.name, pack.port, None, time.monotonic() - started,
                 str(error) or type(error).__name__, reason_of(error)))
 
-        receive_together(together, on_frame, on_error)
+        try:
+            receive_together(together, on_frame, on_error)
+        except Exception:  # a bug: the ports left are reported down, their locks freed
+            log.error("receiving the replies together failed", exc_info=True)
+            for reception in together:
+                if reception not in settled:
+                    on_error(reception, TransportError("receiving failed unexpectedly"))
         return again
 
     def busy_ports(self) -> int:
