@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from side_by_side_bench import (  # noqa: E402
-    ANSWER, BAUD, CELLS, GAP, REQUEST_BYTES, load, start_emulator,
+    ANSWER, BAUD, CELLS, GAP, REQUEST_BYTES, load, start_emulator, timed_child,
 )
 from uart_emulator import limit_seconds, reply_size  # noqa: E402
 
@@ -67,15 +66,10 @@ UNTIL_REQUEST = (
 
 def timed_read(command: List[str], env: dict) -> Tuple[float, float]:
     """Wall time spawn → exit and the child's CPU time; raises if the read failed."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env, timeout=60)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        raise RuntimeError("read failed: %s" % result.stderr.decode(errors="replace"))
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    wall, cpu, error = timed_child(command, env)
+    if error:
+        raise RuntimeError("read failed: %s" % error)
+    return wall, cpu
 
 
 def instructions(command: List[str], env: dict) -> int:

@@ -148,16 +148,19 @@ def start_exporter(exporter_path: str, devices: List[str]) -> Tuple[subprocess.P
         time.sleep(0.2)
 
 
-def timed_child(command: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[float, float, bool]:
-    """Wall time spawn → exit, the child's CPU time, exit status 0."""
+def timed_child(command: List[str], env: Optional[Dict[str, str]] = None
+                ) -> Tuple[float, float, str]:
+    """Wall time spawn → exit, the child's CPU time, and why it failed ("" for exit 0)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env, timeout=60)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, result.returncode == 0
+    error = "" if result.returncode == 0 else (
+        result.stderr.decode(errors="replace").strip() or "exit status %d" % result.returncode)
+    return wall, cpu, error
 
 
 def mppsolar_venv(keep: Optional[str]) -> Tuple[Path, Optional[str]]:
@@ -234,16 +237,16 @@ def main() -> None:
         mpp_read_cpu.append(result["cpu"])
 
     def read_once() -> None:
-        wall, cpu, ok = timed_child([sys.executable, "-m", "jkbms_exporter", "read", one_shot],
-                                    env)
-        failures["read"] = failures.get("read", 0) + (not ok)
+        wall, cpu, error = timed_child(
+            [sys.executable, "-m", "jkbms_exporter", "read", one_shot], env)
+        failures["read"] = failures.get("read", 0) + bool(error)
         ours_oneshot.append((wall, cpu))
 
     def mpp_once() -> None:
-        wall, cpu, ok = timed_child([str(venv / "bin" / "mpp-solar"), "-p", one_shot, "-P",
-                                     "JKSERIAL", "--porttype", "jkserial", "-b", str(BAUD),
-                                     "-c", "getBalancerData"])
-        failures["mpp-solar cli"] = failures.get("mpp-solar cli", 0) + (not ok)
+        wall, cpu, error = timed_child([str(venv / "bin" / "mpp-solar"), "-p", one_shot, "-P",
+                                        "JKSERIAL", "--porttype", "jkserial", "-b", str(BAUD),
+                                        "-c", "getBalancerData"])
+        failures["mpp-solar cli"] = failures.get("mpp-solar cli", 0) + bool(error)
         mpp_cli.append((wall, cpu))
 
     try:

@@ -150,10 +150,12 @@ class Poller:
             self._groups.setdefault(id(pack.transport), []).append(pack)
         # one worker per port, and at most one read in flight per port: a port stuck in a
         # blocking call past its deadline can never hold up another port's read
-        self._workers = {key: _PortWorker("jkbms-port-%d" % number, group, self._read_group)
-                         for number, (key, group) in enumerate(self._groups.items())}
         #: Every worker's finished reads: (poll number, group key, results).
         self._finished: "SimpleQueue[Tuple[int, int, List[PackResult]]]" = SimpleQueue()
+        self._workers = {
+            key: _PortWorker("jkbms-port-%d" % number, key, group, self._read_group,
+                             self._finished)
+            for number, (key, group) in enumerate(self._groups.items())}
         self._polls = 0
 
     @staticmethod
@@ -208,7 +210,7 @@ class Poller:
                 group[0].send_ahead()
             threaded.append(key)
         for key in threaded:
-            self._workers[key].start(number, key, deadline, self._finished)
+            self._workers[key].start(number, deadline)
         if together:
             threaded += self._receive_together(together, by_name)
         waiting = set(threaded)
@@ -237,7 +239,6 @@ class Poller:
         the moment it is whole; the keys of ports whose reply was garbled, which their
         own threads read again (with the protocol's retries), are returned."""
         again: List[int] = []
-
         settled = set()
 
         def on_frame(reception: Reception, frame: bytes) -> None:
@@ -248,27 +249,18 @@ class Poller:
             except Exception as error:  # every failure is reported per pack, never raised
                 if isinstance(error, FrameError) and getattr(pack.protocol, "retries", 0):
                     again.append(key)
-                    self._workers[key].start(self._polls, key, reception.deadline,
-                                             self._finished)
+                    self._workers[key].start(self._polls, reception.deadline)
                     return
                 on_error(reception, error, locked=False)
                 return
-            finished = time.monotonic()
-            age = float(reading.extra.get(READING_AGE_KEY, 0.0))  # type: ignore[arg-type]
-            by_name[pack.name] = self._finish(pack, PackResult(
-                pack.name, pack.port, reading, finished - started, frame=frame,
-                read_at=finished - age))
+            by_name[pack.name] = self._succeeded(pack, started, reading, frame)
 
         def on_error(reception: Reception, error: BaseException, locked: bool = True) -> None:
             settled.add(reception)
             _, pack, started = together[reception]
             if locked:
                 pack.abandon_read()
-            if not hasattr(error, "reason"):
-                log.debug("unexpected error reading %s", pack.name, exc_info=error)
-            by_name[pack.name] = self._finish(pack, PackResult(
-                pack.name, pack.port, None, time.monotonic() - started,
-                str(error) or type(error).__name__, reason_of(error)))
+            by_name[pack.name] = self._failed(pack, started, error)
 
         try:
             receive_together(together, on_frame, on_error)
@@ -293,16 +285,25 @@ class Poller:
                 raise ReadTimeout("scrape timeout reached before this pack's turn")
             reading, frame = pack.read(deadline)
         except Exception as error:  # every failure is reported per pack, never raised
-            if not hasattr(error, "reason"):
-                log.debug("unexpected error reading %s", pack.name, exc_info=True)
-            return self._finish(pack, PackResult(
-                pack.name, pack.port, None, time.monotonic() - started,
-                str(error) or type(error).__name__, reason_of(error),
-            ))
+            return self._failed(pack, started, error)
+        return self._succeeded(pack, started, reading, frame)
+
+    def _succeeded(self, pack: Pack, started: float, reading: Reading, frame: bytes
+                   ) -> PackResult:
+        """The finished result of a read that began at ``started`` and gave ``reading``."""
         finished = time.monotonic()
         age = float(reading.extra.get(READING_AGE_KEY, 0.0))  # type: ignore[arg-type]
         return self._finish(pack, PackResult(pack.name, pack.port, reading, finished - started,
                                              frame=frame, read_at=finished - age))
+
+    def _failed(self, pack: Pack, started: float, error: BaseException) -> PackResult:
+        """The finished result of a read that began at ``started`` and raised ``error``."""
+        if not hasattr(error, "reason"):
+            log.debug("unexpected error reading %s", pack.name, exc_info=error)
+        return self._finish(pack, PackResult(
+            pack.name, pack.port, None, time.monotonic() - started,
+            str(error) or type(error).__name__, reason_of(error),
+        ))
 
     def _finish(self, pack: Pack, result: PackResult) -> PackResult:
         """``result`` recorded in the pack's status, with all its samples (the status's,
@@ -355,20 +356,23 @@ class _PortWorker:
     """One port's thread: runs the reads it is handed, one at a time, and hands back the
     results. Started on first use; ends on :meth:`stop`."""
 
-    def __init__(self, name: str, group: Sequence[Pack],
-                 read: Callable[[Sequence[Pack], float], List[PackResult]]) -> None:
+    def __init__(self, name: str, key: int, group: Sequence[Pack],
+                 read: Callable[[Sequence[Pack], float], List[PackResult]],
+                 finished: "SimpleQueue[Tuple[int, int, List[PackResult]]]") -> None:
         self.name = name
+        self.key = key
         self.group = group
         self._read = read
-        self._jobs: "SimpleQueue[Optional[tuple]]" = SimpleQueue()
+        self._finished = finished
+        self._jobs: "SimpleQueue[Optional[Tuple[int, float]]]" = SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         #: True from :meth:`start` until the results are handed back.
         self.busy = False
 
-    def start(self, number: int, key: int, deadline: float,
-              finished: "SimpleQueue[Tuple[int, int, List[PackResult]]]") -> None:
+    def start(self, number: int, deadline: float) -> None:
+        """Read the group for poll ``number``; (number, key, results) go to ``finished``."""
         self.busy = True
-        self._jobs.put((number, key, deadline, finished))
+        self._jobs.put((number, deadline))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
@@ -379,14 +383,14 @@ class _PortWorker:
             job = get()
             if job is None:
                 return
-            number, key, deadline, finished = job
+            number, deadline = job
             try:
                 results = self._read(self.group, deadline)
             except Exception:  # a bug: the port's packs are reported down, the thread lives
                 log.error("%s: reading failed unexpectedly", self.name, exc_info=True)
                 results = []
             self.busy = False
-            finished.put((number, key, results))
+            self._finished.put((number, self.key, results))
 
     def stop(self) -> None:
         self._jobs.put(None)

@@ -9,7 +9,6 @@ the server was made.
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Iterator, List, Set, Tuple
 import pytest
 
 from jkbms_exporter.web.server import ThreadingServer, make_http_server
+from test_http_hardening import get
 
 BODY = b"jkbms_up 1\n"
 
@@ -62,16 +62,6 @@ def serving(**options) -> Iterator[Tuple[int, ThreadRecordingApp, ThreadingServe
         thread.join(5)
 
 
-def get(port: int, path: str = "/metrics", timeout: float = 10.0) -> Tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
 def wait_for(condition, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -89,7 +79,7 @@ def burst(port: int, clients: int, app: ThreadRecordingApp) -> List[Tuple[int, b
     lock = threading.Lock()
 
     def client() -> None:
-        answer = get(port)
+        answer = get(port, timeout=10.0)
         with lock:
             answers.append(answer)
 
@@ -122,7 +112,7 @@ def test_a_burst_of_clients_is_answered_in_full() -> None:
 def test_sequential_requests_reuse_the_same_few_threads() -> None:
     with serving() as (port, app, _, before):
         for _ in range(200):
-            assert get(port) == (200, BODY)
+            assert get(port, timeout=10.0) == (200, BODY)
         used = set(app.threads)
         alive = worker_threads(before)
     assert len(app.threads) == 200
@@ -144,7 +134,7 @@ def test_idle_workers_beyond_the_kept_ones_end(monkeypatch: pytest.MonkeyPatch) 
         time.sleep(1.0)  # the kept ones stay, however long they wait
         kept = worker_threads(before)
         assert len(kept) == 2
-        assert get(port) == (200, BODY)
+        assert get(port, timeout=10.0) == (200, BODY)
         assert app.threads[-1] in kept
         # a second burst finds two workers waiting and starts the other ten
         assert burst(port, 12, app) == [(200, BODY)] * 12

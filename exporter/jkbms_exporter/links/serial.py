@@ -172,19 +172,25 @@ def _posix_reader(port: serial.SerialBase) -> Optional[Callable[[int, float], by
 
     def read(wanted: int, left: float) -> bytes:
         ready, _, _ = select.select((fd,), (), (), min(READ_SLICE, max(0.0, left)))
-        if not ready:
-            return b""
-        try:
-            data = os.read(fd, max(wanted, 4096))  # the fd is non-blocking (pyserial's)
-        except BlockingIOError:
-            return b""
-        if not data:  # what pyserial says of a tty that has gone (a USB unplug, a pty hangup)
-            raise serial.SerialException(
-                "device reports readiness to read but returned no data "
-                "(device disconnected or multiple access on port?)")
-        return data
+        return read_ready(fd, max(wanted, 4096)) if ready else b""
 
     return read
+
+
+def read_ready(fd: int, most: int = 4096) -> bytes:
+    """Up to ``most`` bytes of a local port that ``select`` found readable (its fd is
+    non-blocking: pyserial's); b"" if they went after all. Readable with nothing to read
+    is a tty that has gone (a USB unplug, a pty hangup): :class:`serial.SerialException`,
+    in pyserial's words."""
+    try:
+        data = os.read(fd, most)
+    except BlockingIOError:
+        return b""
+    if not data:
+        raise serial.SerialException(
+            "device reports readiness to read but returned no data "
+            "(device disconnected or multiple access on port?)")
+    return data
 
 
 class Reception:
@@ -348,8 +354,7 @@ class SerialTransport:
         Callers must hold :attr:`lock`.
         """
         port = self._port or self._open()
-        early, self._early_request = self._early_request, None
-        if early != request or self._clock() - self._early_at > AHEAD_LIFETIME:
+        if not self._take_early(request):
             self._write(port, request)
             if self.after_write is not None:
                 self.after_write()
@@ -375,13 +380,16 @@ class SerialTransport:
         """The reply to ``request``, written by :meth:`send_ahead`, as a
         :class:`Reception` for a caller that reads :meth:`fileno` itself; None if no
         such request is pending. Callers must hold :attr:`lock` until it is done."""
-        early, self._early_request = self._early_request, None
         port = self._port
-        if (early != request or self._clock() - self._early_at > AHEAD_LIFETIME
-                or not isinstance(port, serial.Serial) or not isinstance(port.fd, int)):
-            self._early_request = early
+        if not isinstance(port, serial.Serial) or not isinstance(port.fd, int):
             return None
-        return Reception(self, framer, timeout)
+        return Reception(self, framer, timeout) if self._take_early(request) else None
+
+    def _take_early(self, request: bytes) -> bool:
+        """Whether ``request`` was written ahead, recently enough to take its reply as the
+        answer (:data:`AHEAD_LIFETIME`); either way it is no longer pending."""
+        early, self._early_request = self._early_request, None
+        return early == request and self._clock() - self._early_at <= AHEAD_LIFETIME
 
     def fileno(self) -> int:
         """The open local port's file descriptor (non-blocking)."""

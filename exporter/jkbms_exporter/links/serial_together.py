@@ -15,15 +15,12 @@ ports' file descriptors, which pyserial opens non-blocking.
 
 from __future__ import annotations
 
-import os
 import select
 import time
 from typing import Callable, Dict, Iterable, Tuple
 
-import serial
-
 from ..errors import JkbmsError
-from .serial import PORT_ERRORS, REPLY_TAIL_BYTES, Reception
+from .serial import PORT_ERRORS, REPLY_TAIL_BYTES, Reception, read_ready
 
 #: Longest one wait may take (deadlines and stalls are waited for exactly).
 _LONGEST_WAIT = 1.0
@@ -58,18 +55,12 @@ def receive_together(receptions: Iterable[Reception],
         for fd in ready:
             reception = pending[fd]
             try:
-                chunk = os.read(fd, 4096)
-                if not chunk:  # ready with nothing: the device has gone (as pyserial says)
-                    raise serial.SerialException(
-                        "device reports readiness to read but returned no data "
-                        "(device disconnected or multiple access on port?)")
-            except BlockingIOError:
-                continue
+                chunk = read_ready(fd)
             except PORT_ERRORS as error:
                 del pending[fd]
                 on_error(reception, reception.transport.read_failed(error))
                 continue
-            frame = reception.add(chunk)
+            frame = reception.add(chunk) if chunk else None
             if frame is not None:
                 del pending[fd]
                 on_frame(reception, frame)
